@@ -1,0 +1,352 @@
+"""Typed experiment configuration: one YAML file -> nested dataclasses, validated.
+
+A config has the sections ``data``, ``tokenizer``, ``model``, ``training``, ``decoding`` and
+``evaluation``. Every key is typed; an unknown key, a wrong type or a value outside its
+choices raises :class:`UserError` naming the key (``model.encoder.cell``) and what is valid.
+Command-line overrides (``--set model.encoder.hidden_size=512``) go through the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from .errors import UserError
+
+Task = Literal["translation", "classification", "language_model"]
+Cell = Literal["rnn", "gru", "lstm"]
+
+
+@dataclass
+class DataConfig:
+    """Where the corpus lives and how to read it.
+
+    ``src``/``trg`` name the column (header name or 0-based index) of a TSV/CSV file, the key
+    of a JSON Lines record, or the file suffix of a plain-text pair (``train.de`` + ``train.en``).
+    """
+
+    train: str = ""
+    dev: str = ""
+    test: str = ""
+    format: Literal["auto", "tsv", "csv", "jsonl", "text", "hub"] = "auto"
+    src: Union[str, int] = "src"
+    trg: Union[str, int] = "trg"
+    header: bool = True
+    hub_name: str = ""
+    hub_config: str = ""
+    max_src_length: int = 100  # in tokens; longer sentences are truncated (and counted)
+    max_trg_length: int = 100
+    dev_max_sentences: int = 0  # validate on the first N dev sentences (0 = all)
+
+
+@dataclass
+class TokenizerConfig:
+    kind: Literal["sentencepiece", "char", "word"] = "sentencepiece"
+    model_type: Literal["unigram", "bpe"] = "unigram"
+    vocab_size: int = 8000
+    joint: bool = True  # one vocabulary for source and target (needed to share embeddings)
+    min_freq: int = 1  # char/word: drop rarer symbols
+    lowercase: bool = False
+    max_sentences: int = 1_000_000  # sentencepiece trains on at most this many sentences
+
+
+@dataclass
+class EncoderConfig:
+    cell: Cell = "gru"
+    hidden_size: int = 256  # per direction
+    layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.2  # between layers
+
+
+@dataclass
+class DecoderConfig:
+    cell: Cell = "gru"
+    hidden_size: int = 512
+    layers: int = 1
+    attention: Literal["none", "bahdanau", "luong"] = "bahdanau"
+    luong_score: Literal["dot", "general", "concat"] = "general"
+    input_feeding: bool = True
+    bridge: bool = True  # learned map from the encoder's final state to the decoder's first
+    dropout: float = 0.2  # between layers
+
+
+@dataclass
+class ModelConfig:
+    embedding_size: int = 256
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    embedding_dropout: float = 0.2
+    output_dropout: float = 0.2  # before the output layer
+    tie_embeddings: bool = False  # decoder input embedding = output projection
+    share_embeddings: bool = False  # source embedding = target embedding (joint vocabulary)
+
+
+@dataclass
+class TrainingConfig:
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    scheduler: Literal["constant", "plateau", "inverse_sqrt", "exponential"] = "constant"
+    warmup_steps: int = 0
+    decay_factor: float = 0.5  # plateau: lr *= factor; exponential: per validation
+    scheduler_patience: int = 2  # plateau: validations without improvement before decaying
+    min_learning_rate: float = 1e-6
+    batch_size: int = 64  # sentences per batch (used when batch_tokens is 0)
+    batch_tokens: int = 0  # token budget per batch (source or target, whichever is longer)
+    max_epochs: int = 20
+    max_steps: int = 0  # 0 = no limit
+    max_minutes: float = 0.0  # stop after this much training time (0 = no limit)
+    clip_grad_norm: float = 5.0  # 0 = no clipping
+    label_smoothing: float = 0.0
+    teacher_forcing: float = 1.0  # probability of feeding the gold token
+    teacher_forcing_min: float = 1.0  # scheduled sampling: decays linearly to this ...
+    teacher_forcing_decay_steps: int = 0  # ... over this many steps (0 = constant)
+    validate_every: int = 500  # steps; 0 = once per epoch
+    checkpoint_every: int = 0  # steps; 0 = at every validation
+    log_every: int = 100
+    early_stopping_metric: Literal["loss", "ppl", "bleu", "chrf", "accuracy"] = "bleu"
+    patience: int = 0  # stop after this many validations without improvement (0 = never)
+    keep_best: int = 1  # best checkpoints kept on disk
+    keep_last: int = 1  # resumable checkpoints kept on disk
+    average_best: int = 0  # final model = average of this many best checkpoints (0/1 = best)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision on CUDA
+    num_threads: int = 0  # CPU threads (0 = all cores)
+    seed: int = 42
+
+
+@dataclass
+class DecodingConfig:
+    beam_size: int = 5
+    length_penalty: float = 1.0  # GNMT alpha; 0 = none
+    max_length_ratio: float = 1.5  # hypotheses end at ratio * source length (+ max_length_extra)
+    max_length_extra: int = 5
+    min_length: int = 0
+    no_repeat_ngram: int = 0
+    n_best: int = 1
+    batch_size: int = 64  # sentences per decoding batch
+
+
+@dataclass
+class EvaluationConfig:
+    metrics: tuple[str, ...] = ("bleu", "chrf", "ter")
+    tokenize: str = "13a"  # sacrebleu BLEU tokenizer
+    lowercase: bool = False
+
+
+@dataclass
+class Config:
+    task: Task = "translation"
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+
+# --------------------------------------------------------------------------------------
+# Loading, overriding, validating
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file, apply ``key.path=value`` overrides, validate, return a Config."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid UTF-8") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    for item in overrides or []:
+        apply_override(raw, item)
+    return config_from_dict(raw, source=str(path))
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``section.key=value`` override (value parsed as YAML) to a raw config dict."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. model.encoder.hidden_size=512")
+    dotted, value_text = item.split("=", 1)
+    keys = dotted.strip().split(".")
+    node = raw
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {dotted}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = yaml.safe_load(value_text) if value_text.strip() else ""
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    config = _build(Config, raw, prefix="", source=source)
+    validate(config, source)
+    return config
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        where = prefix.rstrip(".") or "top level"
+        raise UserError(f"{source}: {where} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            section = prefix.rstrip(".") or "top level"
+            raise UserError(
+                f"{source}: unknown key {prefix}{key!s} in {section} (valid: {', '.join(names)})"
+            )
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}", source)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the type ``hint``; return it converted (int -> float, list -> tuple)."""
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, key + ".", source)
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise UserError(
+                f"{source}: {key} = {value!r} is not valid (choices: {', '.join(map(str, choices))})"
+            )
+        return value
+    if origin in (Union, types.UnionType):
+        for option in get_args(hint):
+            try:
+                return _coerce(option, value, key, source)
+            except UserError:
+                continue
+        names = " or ".join(_type_name(o) for o in get_args(hint))
+        raise UserError(f"{source}: {key} = {value!r} should be {names}")
+    if origin is tuple:
+        args = get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{source}: {key} should be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, key, source) for v in value)
+        if len(value) != len(args):
+            raise UserError(f"{source}: {key} should be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, key, source) for a, v in zip(args, value))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise UserError(f"{source}: {key} = {value!r} should be {_type_name(hint)}")
+
+
+def _type_name(hint: Any) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, str(hint)
+    )
+
+
+def _check(condition: bool, source: str, message: str) -> None:
+    if not condition:
+        raise UserError(f"{source}: {message}")
+
+
+def validate(config: Config, source: str = "config") -> None:
+    """Cross-field checks that single types cannot express."""
+    d, m, t, dec = config.data, config.model, config.training, config.decoding
+    for key in ("max_src_length", "max_trg_length"):
+        _check(getattr(d, key) >= 1, source, f"data.{key} must be >= 1")
+    _check(config.tokenizer.vocab_size >= 5, source, "tokenizer.vocab_size must be >= 5")
+    _check(m.embedding_size >= 1, source, "model.embedding_size must be >= 1")
+    for part in ("encoder", "decoder"):
+        sub = getattr(m, part)
+        _check(sub.hidden_size >= 1, source, f"model.{part}.hidden_size must be >= 1")
+        _check(sub.layers >= 1, source, f"model.{part}.layers must be >= 1")
+        _check(0.0 <= sub.dropout < 1.0, source, f"model.{part}.dropout must be in [0, 1)")
+    for key in ("embedding_dropout", "output_dropout"):
+        _check(0.0 <= getattr(m, key) < 1.0, source, f"model.{key} must be in [0, 1)")
+    if m.share_embeddings:
+        _check(config.tokenizer.joint, source,
+               "model.share_embeddings: true needs tokenizer.joint: true (one vocabulary)")
+    if config.task == "translation":
+        enc_out = m.encoder.hidden_size * (2 if m.encoder.bidirectional else 1)
+        if not m.decoder.bridge and m.encoder.cell != m.decoder.cell:
+            _check(False, source, "model.decoder.bridge: false needs the same cell in encoder "
+                                  "and decoder (or set bridge: true)")
+        if not m.decoder.bridge:
+            _check(enc_out == m.decoder.hidden_size and m.encoder.layers == m.decoder.layers,
+                   source, f"model.decoder.bridge: false needs encoder output size ({enc_out}) "
+                           f"and layers to equal the decoder's ({m.decoder.hidden_size}); "
+                           "set bridge: true")
+        if m.decoder.attention == "luong" and m.decoder.luong_score == "dot":
+            _check(enc_out == m.decoder.hidden_size, source,
+                   f"model.decoder.luong_score: dot needs encoder output size ({enc_out}) == "
+                   f"decoder hidden_size ({m.decoder.hidden_size}); use general or concat")
+        if m.tie_embeddings:
+            _check(m.embedding_size == m.decoder.hidden_size, source,
+                   f"model.tie_embeddings: true needs embedding_size ({m.embedding_size}) == "
+                   f"decoder.hidden_size ({m.decoder.hidden_size})")
+    _check(t.learning_rate > 0, source, "training.learning_rate must be > 0")
+    _check(t.batch_size >= 1 or t.batch_tokens >= 1, source,
+           "training.batch_size or training.batch_tokens must be >= 1")
+    _check(0.0 <= t.label_smoothing < 1.0, source, "training.label_smoothing must be in [0, 1)")
+    _check(0.0 <= t.teacher_forcing <= 1.0, source, "training.teacher_forcing must be in [0, 1]")
+    _check(0.0 <= t.teacher_forcing_min <= 1.0, source,
+           "training.teacher_forcing_min must be in [0, 1]")
+    _check(t.max_epochs >= 1, source, "training.max_epochs must be >= 1")
+    _check(t.clip_grad_norm >= 0, source, "training.clip_grad_norm must be >= 0")
+    _check(t.keep_best >= 1 and t.keep_last >= 1, source,
+           "training.keep_best and training.keep_last must be >= 1")
+    _check(t.average_best <= t.keep_best, source,
+           f"training.average_best ({t.average_best}) cannot exceed keep_best ({t.keep_best})")
+    _check(dec.beam_size >= 1, source, "decoding.beam_size must be >= 1")
+    _check(1 <= dec.n_best <= dec.beam_size, source,
+           "decoding.n_best must be between 1 and decoding.beam_size")
+    _check(dec.max_length_ratio > 0, source, "decoding.max_length_ratio must be > 0")
+    _check(dec.batch_size >= 1, source, "decoding.batch_size must be >= 1")
+    valid_metrics = {"bleu", "chrf", "ter"}
+    for name in config.evaluation.metrics:
+        _check(name in valid_metrics, source,
+               f"evaluation.metrics: {name!r} is not valid (choices: bleu, chrf, ter)")
+
+
+def _to_plain(value: Any) -> Any:
+    """Tuples -> lists so the YAML dump is plain and loads back identically."""
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,172 @@
+"""Greedy and beam search over any model with ``encode`` and ``decode_step``.
+
+Both searches work on the whole batch as one tensor (batch x beam rows for beam search) and
+drop finished sentences from the active batch as they go, so the per-step work shrinks
+instead of carrying finished rows to the longest sentence's end.
+
+Length rules shared by both: a hypothesis holds at most ``max_lengths[i]`` tokens counting
+its final </s>; </s> is forbidden before ``min_length`` tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .tokenizers import BOS_ID, EOS_ID
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without <s> and </s>
+    score: float  # log-probability divided by the length penalty (what the search ranks by)
+    log_prob: float  # summed token log-probabilities, </s> included
+
+
+def length_penalty(length: torch.Tensor | int, alpha: float) -> torch.Tensor | float:
+    """GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al., 2016)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def max_output_lengths(src_lengths: torch.Tensor, ratio: float, extra: int,
+                       cap: int = 1024) -> torch.Tensor:
+    """Per-sentence output budget: ratio * source length + extra tokens (>= 1)."""
+    return (src_lengths.float() * ratio + extra).long().clamp(1, cap)
+
+
+def block_repeated_ngrams(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> None:
+    """Forbid (in place) each token that would repeat an n-gram already in ``history`` [N, t]."""
+    if n <= 0 or history.size(1) < n:
+        return
+    prefix = history[:, history.size(1) - (n - 1):]  # the last n-1 tokens: [N, n-1]
+    windows = history.unfold(1, n, 1)  # every n-gram so far: [N, t-n+1, n]
+    match = (windows[:, :, :-1] == prefix.unsqueeze(1)).all(-1)
+    rows, cols = match.nonzero(as_tuple=True)
+    log_probs[rows, windows[rows, cols, -1]] = NEG_INF
+
+
+def _restrict_length(log_probs: torch.Tensor, step: int, max_lengths: torch.Tensor,
+                     min_length: int) -> None:
+    """In place: no </s> before min_length; only </s> at a row's last allowed position."""
+    if step + 1 < min_length:
+        log_probs[:, EOS_ID] = NEG_INF
+    at_limit = max_lengths == step + 1
+    if bool(at_limit.any()):
+        eos = log_probs[at_limit, EOS_ID].clone()
+        log_probs[at_limit] = NEG_INF
+        log_probs[at_limit, EOS_ID] = torch.where(torch.isfinite(eos), eos, 0.0)
+
+
+@torch.no_grad()
+def greedy_search(model, src: torch.Tensor, src_lengths: torch.Tensor, max_lengths: torch.Tensor,
+                  min_length: int = 0, no_repeat_ngram: int = 0) -> list[Hypothesis]:
+    """Pick the most probable token at every step.
+
+    Args:
+        src: [B, S] source ids; src_lengths: [B]; max_lengths: [B] output budget incl. </s>.
+    Returns:
+        one Hypothesis per sentence, in input order.
+    """
+    batch = src.size(0)
+    device = src.device
+    state = model.encode(src, src_lengths)
+    max_lengths = max_lengths.to(device)
+    active = torch.arange(batch, device=device)  # original row of each active row
+    history = torch.full((batch, 0), BOS_ID, dtype=torch.long, device=device)
+    token = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
+    log_prob = torch.zeros(batch, device=device)
+    results: list[Hypothesis | None] = [None] * batch
+    for step in range(int(max_lengths.max())):
+        log_probs, state, _ = model.decode_step(token, state)
+        _restrict_length(log_probs, step, max_lengths[active], min_length)
+        block_repeated_ngrams(log_probs, history, no_repeat_ngram)
+        best, token = log_probs.max(dim=-1)
+        log_prob = log_prob + best
+        history = torch.cat([history, token.unsqueeze(1)], dim=1)
+        done = token == EOS_ID
+        if bool(done.any()):
+            for row in done.nonzero(as_tuple=True)[0].tolist():
+                tokens = history[row, :-1].tolist()
+                lp = float(log_prob[row])
+                results[int(active[row])] = Hypothesis(tokens, lp, lp)
+            keep = (~done).nonzero(as_tuple=True)[0]
+            if keep.numel() == 0:
+                break
+            active, history, token, log_prob = active[keep], history[keep], token[keep], log_prob[keep]
+            state = state.select(keep)
+    return results  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, max_lengths: torch.Tensor,
+                beam_size: int, alpha: float = 1.0, n_best: int = 1, min_length: int = 0,
+                no_repeat_ngram: int = 0) -> list[list[Hypothesis]]:
+    """Batched beam search; all sentences x beams advance as one [B*K, V] tensor.
+
+    Each step takes the 2K best continuations of each sentence; those ending in </s> that
+    rank among the top K are finished (scored with the GNMT length penalty ``alpha``), the
+    best K others stay alive. A sentence is done once it has K finished hypotheses or
+    reaches its length budget; beam_size 1 reproduces greedy search.
+
+    Returns:
+        per sentence (input order), its ``n_best`` hypotheses, best first.
+    """
+    batch, k = src.size(0), beam_size
+    device = src.device
+    state = model.encode(src, src_lengths)
+    state = state.select(torch.arange(batch, device=device).repeat_interleave(k))
+    max_lengths = max_lengths.to(device)
+    active = torch.arange(batch, device=device)  # original sentence of each active sentence
+    scores = torch.full((batch, k), NEG_INF, device=device)
+    scores[:, 0] = 0.0  # all beams start identical: keep one alive to avoid duplicates
+    history = torch.full((batch * k, 0), BOS_ID, dtype=torch.long, device=device)
+    token = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    for step in range(int(max_lengths.max())):
+        n_active = active.numel()
+        log_probs, state, _ = model.decode_step(token, state)
+        _restrict_length(log_probs, step, max_lengths[active].repeat_interleave(k), min_length)
+        block_repeated_ngrams(log_probs, history, no_repeat_ngram)
+        vocab = log_probs.size(-1)
+        candidates = (scores.view(-1, 1) + log_probs).view(n_active, k * vocab)
+        cand_scores, cand_ids = candidates.topk(min(2 * k, k * vocab), dim=-1)  # [A, 2K]
+        cand_beams = torch.div(cand_ids, vocab, rounding_mode="floor")
+        cand_tokens = cand_ids % vocab
+        is_eos = (cand_tokens == EOS_ID) & torch.isfinite(cand_scores)
+
+        # Finish the </s> candidates that rank among the top K of their sentence.
+        finishing = is_eos.clone()
+        finishing[:, k:] = False
+        if bool(finishing.any()):
+            norm = length_penalty(step + 1, alpha)
+            for a, c in finishing.nonzero().tolist():
+                row = a * k + int(cand_beams[a, c])
+                lp = float(cand_scores[a, c])
+                finished[int(active[a])].append(
+                    Hypothesis(history[row].tolist(), lp / norm, lp))
+        counts = torch.tensor([len(finished[int(i)]) for i in active.tolist()], device=device)
+        done = (counts >= k) | (max_lengths[active] <= step + 1)
+
+        # The best K candidates that do not end in </s> stay alive.
+        order = is_eos.long() * (2 * k) + torch.arange(cand_ids.size(1), device=device)
+        alive = order.topk(k, dim=1, largest=False).indices  # [A, K]
+        scores = cand_scores.gather(1, alive)
+        scores = scores.masked_fill(is_eos.gather(1, alive), NEG_INF)
+        rows = (torch.arange(n_active, device=device).unsqueeze(1) * k
+                + cand_beams.gather(1, alive)).view(-1)
+        token = cand_tokens.gather(1, alive).view(-1)
+        history = torch.cat([history[rows], token.unsqueeze(1)], dim=1)
+
+        keep = (~done).nonzero(as_tuple=True)[0]
+        if keep.numel() == 0:
+            break
+        if keep.numel() < n_active:  # drop finished sentences from the batch
+            rows = (rows.view(n_active, k)[keep]).view(-1)
+            beam_rows = (keep.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
+            history, token = history[beam_rows], token[beam_rows]
+            scores, active = scores[keep], active[keep]
+        state = state.select(rows)
+    return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in finished]

@@ -1,0 +1,118 @@
+"""The translation head's side of training: data, tokenizers, model, loss, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from ..config import Config
+from ..data.batching import BucketBatchSampler, TranslationBatch, make_translation_batch
+from ..data.corpus import ParallelCorpus, load_parallel, tokenize_parallel, train_tokenizers
+from ..evaluation import score_translations
+from ..models.translation import TranslationModel, sequence_loss
+from ..runtime import ProcessInfo
+from ..tokenizers import Tokenizer
+from ..training.checkpoint import RunDirectory
+from ..training.trainer import Validation
+from ..translator import decode_ids, load_tokenizers, tokenizer_names
+
+
+class TranslationTask:
+    """Implements the trainer's TrainingTask protocol for a TranslationModel."""
+
+    def __init__(self, config: Config, train: ParallelCorpus, dev: ParallelCorpus,
+                 src_tokenizer: Tokenizer, trg_tokenizer: Tokenizer, device: torch.device,
+                 process: ProcessInfo = ProcessInfo()) -> None:
+        self.config = config
+        self.train = train
+        self.dev = dev
+        self.src_tokenizer = src_tokenizer
+        self.trg_tokenizer = trg_tokenizer
+        self.device = device
+        self.model = TranslationModel(config.model, src_tokenizer.vocab_size,
+                                      trg_tokenizer.vocab_size).to(device)
+        t = config.training
+        self.sampler = BucketBatchSampler(
+            train.src.lengths() + 1, batch_size=t.batch_size, batch_tokens=t.batch_tokens,
+            shuffle=True, seed=t.seed, rank=process.rank, world_size=process.world_size,
+            secondary_lengths=train.trg.lengths() + 1)
+        limit = config.data.dev_max_sentences
+        self.dev_rows = np.arange(min(len(dev), limit) if limit else len(dev))
+
+    @classmethod
+    def setup(cls, config: Config, run: RunDirectory, resume: bool, device: torch.device,
+              console: Console, process: ProcessInfo = ProcessInfo()) -> "TranslationTask":
+        """Load and tokenize the data; train the tokenizers (fresh run) or load them (resume)."""
+        data = config.data
+        train_texts = load_parallel(data, "train", drop_empty=True)
+        dev_texts = load_parallel(data, "dev", drop_empty=False)
+        if resume:
+            src_tok, trg_tok = load_tokenizers(run, config)
+        else:
+            src_tok, trg_tok = train_tokenizers(train_texts, config.tokenizer, config.training.seed)
+            if process.is_main:
+                src_name, trg_name = tokenizer_names(config)
+                src_tok.save(run.path, src_name)
+                if trg_name != src_name:
+                    trg_tok.save(run.path, trg_name)
+        train = tokenize_parallel(train_texts, src_tok, trg_tok, data.max_src_length,
+                                  data.max_trg_length)
+        dev = tokenize_parallel(dev_texts, src_tok, trg_tok, data.max_src_length,
+                                data.max_trg_length)
+        vocab = (f"joint vocabulary {src_tok.vocab_size}" if src_tok is trg_tok else
+                 f"vocabularies {src_tok.vocab_size} / {trg_tok.vocab_size}")
+        console.print(f"data: {len(train):,} training pairs ({train.truncated:,} truncated to "
+                      f"{data.max_src_length}/{data.max_trg_length} tokens), {len(dev):,} dev "
+                      f"pairs; {config.tokenizer.kind} {vocab}")
+        return cls(config, train, dev, src_tok, trg_tok, device, process)
+
+    # ---- the TrainingTask protocol ----
+
+    def train_batches(self, epoch: int) -> list[np.ndarray]:
+        return self.sampler.epoch_batches(epoch)
+
+    def make_batch(self, indices: np.ndarray, device: torch.device) -> TranslationBatch:
+        return make_translation_batch(self.train.src, self.train.trg, indices).to(device)
+
+    def loss(self, batch: TranslationBatch, teacher_forcing: float
+             ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        features, _ = self.model(batch.src, batch.src_lengths, batch.trg_input, teacher_forcing)
+        return sequence_loss(self.model, features, batch.trg_output,
+                             self.config.training.label_smoothing)
+
+    @torch.no_grad()
+    def validate(self) -> Validation:
+        """Teacher-forced loss/perplexity and greedy BLEU/chrF on the dev set."""
+        self.model.eval()
+        total_nll, total_tokens = 0.0, 0
+        sampler = BucketBatchSampler(self.dev.src.lengths()[self.dev_rows] + 1, batch_size=64,
+                                     shuffle=False)
+        for batch_rows in sampler.epoch_batches(0):
+            batch = make_translation_batch(self.dev.src, self.dev.trg,
+                                           self.dev_rows[batch_rows]).to(self.device)
+            features, _ = self.model(batch.src, batch.src_lengths, batch.trg_input)
+            _, nll, tokens = sequence_loss(self.model, features, batch.trg_output)
+            total_nll += float(nll)
+            total_tokens += tokens
+        loss = total_nll / max(total_tokens, 1)
+        metrics = {"loss": loss, "ppl": math.exp(min(loss, 50))}
+
+        greedy = dataclasses.replace(self.config.decoding, beam_size=1, n_best=1)
+        found = decode_ids(self.model, self.dev.src, self.device, greedy, self.dev_rows)
+        hypotheses = [self.trg_tokenizer.decode(h[0].tokens) for h in found]
+        sources = self.dev.texts.select(self.dev_rows)["src"]
+        references = self.dev.texts.select(self.dev_rows)["trg"]
+        evaluation = self.config.evaluation
+        wanted = tuple(m for m in ("bleu", "chrf") if m in evaluation.metrics) or ("bleu",)
+        for name, score in score_translations(hypotheses, references, wanted,
+                                              evaluation.tokenize, evaluation.lowercase).items():
+            metrics[name] = score.value
+        examples = []
+        for i in range(min(3, len(hypotheses))):
+            examples += [f"source:     {sources[i]}", f"reference:  {references[i]}",
+                         f"hypothesis: {hypotheses[i]}"]
+        return Validation(metrics, examples)

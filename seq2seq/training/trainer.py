@@ -1,0 +1,288 @@
+"""The training loop shared by every head, in plain sight.
+
+A head supplies a :class:`TrainingTask` (its model, batches, loss and validation); the
+:class:`Trainer` owns everything else: optimisation, schedules, clipping, mixed precision,
+validation and early stopping, checkpoints, exact resume, progress and logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..config import TrainingConfig
+from ..runtime import ProcessInfo
+from .checkpoint import RunDirectory, average_weights, save_weights
+from .optim import LearningRateSchedule, build_optimizer
+
+HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "accuracy": True, "macro_f1": True,
+                    "loss": False, "ppl": False, "bpc": False}
+
+
+@dataclass
+class Validation:
+    metrics: dict[str, float]  # e.g. {"loss": 2.1, "ppl": 8.2, "bleu": 23.4, "chrf": 51.0}
+    examples: list[str] = field(default_factory=list)  # human-readable lines for the log
+
+
+class TrainingTask(Protocol):
+    """What a head gives the trainer."""
+
+    model: torch.nn.Module
+
+    def train_batches(self, epoch: int) -> list[Any]:
+        """This epoch's batches as index arrays (deterministic in epoch)."""
+
+    def make_batch(self, indices: Any, device: torch.device) -> Any:
+        """Index array -> a batch on ``device``."""
+
+    def loss(self, batch: Any, teacher_forcing: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(loss sum to backprop, NLL sum to report, number of predicted tokens)."""
+
+    def validate(self) -> Validation:
+        """Score the dev set with the model in eval mode."""
+
+
+@dataclass
+class TrainerState:
+    """Where training stands; saved with every checkpoint (JSON) to resume exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_score: float | None = None
+    best_step: int = 0
+    bad_validations: int = 0
+    train_seconds: float = 0.0
+    last_validated_step: int = -1
+
+
+class Trainer:
+    def __init__(self, task: TrainingTask, config: TrainingConfig, run: RunDirectory,
+                 device: torch.device, console: Console | None = None,
+                 process: ProcessInfo = ProcessInfo(), show_progress: bool = True) -> None:
+        self.task = task
+        self.model = task.model
+        self.config = config
+        self.run = run
+        self.device = device
+        self.console = console or Console(stderr=True)
+        self.process = process
+        self.show_progress = show_progress and process.is_main
+        self.optimizer = build_optimizer(self.model.parameters(), config)
+        self.schedule = LearningRateSchedule.from_config(config)
+        self.state = TrainerState()
+        self.use_amp = config.amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.metric = config.early_stopping_metric
+        self.higher_is_better = HIGHER_IS_BETTER[self.metric]
+
+    # ---- resume ----
+
+    def resume(self) -> None:
+        """Restore weights, optimizer, schedule, counters and RNG from the newest checkpoint."""
+        torch_state, trainer_state = self.run.load_checkpoint(self.model)
+        self.optimizer.load_state_dict(torch_state["optimizer"])
+        self.schedule.load_state_dict(torch_state["schedule"])
+        self.scaler.load_state_dict(torch_state["scaler"])
+        torch.set_rng_state(torch_state["rng"])
+        if torch.cuda.is_available() and "cuda_rng" in torch_state:
+            torch.cuda.set_rng_state_all(torch_state["cuda_rng"])
+        self.state = TrainerState(**trainer_state)
+        if self.process.is_main:
+            self.run.truncate_metrics(self.state.step)
+        self.console.print(f"resumed from step {self.state.step} (epoch {self.state.epoch + 1})")
+
+    def save_checkpoint(self) -> None:
+        if not self.process.is_main:
+            return
+        torch_state = {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            torch_state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        self.run.save_checkpoint(self.state.step, self.model, torch_state,
+                                 dataclasses.asdict(self.state), self.config.keep_last)
+
+    # ---- the loop ----
+
+    def teacher_forcing_ratio(self) -> float:
+        c = self.config
+        if c.teacher_forcing_decay_steps <= 0:
+            return c.teacher_forcing
+        progress = min(1.0, self.state.step / c.teacher_forcing_decay_steps)
+        return c.teacher_forcing + (c.teacher_forcing_min - c.teacher_forcing) * progress
+
+    def train(self) -> TrainerState:
+        """Train until max_epochs / max_steps / max_minutes or early stopping."""
+        c, s = self.config, self.state
+        self.model.to(self.device)
+        try:
+            while s.epoch < c.max_epochs and not self._should_stop():
+                batches = self.task.train_batches(s.epoch)
+                self._train_epoch(batches)
+                if s.batch_in_epoch >= len(batches):
+                    s.epoch += 1
+                    s.batch_in_epoch = 0
+                    if c.validate_every == 0:
+                        self._validate()
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            self.console.print(f"interrupted at step {s.step}; checkpoint saved: continue with "
+                               "--resume")
+            raise
+        if s.last_validated_step != s.step:
+            self._validate()
+        self._finalize()
+        return s
+
+    def _should_stop(self) -> bool:
+        c, s = self.config, self.state
+        if c.max_steps and s.step >= c.max_steps:
+            return True
+        if c.max_minutes and s.train_seconds >= c.max_minutes * 60:
+            return True
+        return bool(c.patience) and s.bad_validations >= c.patience
+
+    def _train_epoch(self, batches: list[Any]) -> None:
+        c, s = self.config, self.state
+        self.model.train()
+        window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
+        with self._progress(len(batches)) as progress:
+            bar = progress.add_task(f"epoch {s.epoch + 1}", total=len(batches),
+                                    completed=s.batch_in_epoch, stats="")
+            while s.batch_in_epoch < len(batches) and not self._should_stop():
+                started = time.perf_counter()
+                batch = self.task.make_batch(batches[s.batch_in_epoch], self.device)
+                lr = self.schedule.apply(self.optimizer, s.step + 1)
+                nll, tokens = self._update(batch)
+                s.step += 1
+                s.batch_in_epoch += 1
+                elapsed = time.perf_counter() - started
+                s.train_seconds += elapsed
+                window["loss"] += nll
+                window["tokens"] += tokens
+                window["seconds"] += elapsed
+                if s.step % c.log_every == 0 or s.batch_in_epoch == len(batches):
+                    stats = self._log_train(window, lr)
+                    progress.update(bar, stats=stats)
+                    window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
+                progress.update(bar, completed=s.batch_in_epoch)
+                if c.validate_every and s.step % c.validate_every == 0:
+                    self._validate()
+                elif c.checkpoint_every and s.step % c.checkpoint_every == 0:
+                    self.save_checkpoint()
+
+    def _update(self, batch: Any) -> tuple[float, int]:
+        """One optimizer step on one batch; returns (summed NLL, target tokens)."""
+        autocast = (torch.autocast("cuda", dtype=torch.float16) if self.use_amp
+                    else nullcontext())
+        with autocast:
+            loss, nll, tokens = self.task.loss(batch, self.teacher_forcing_ratio())
+        # Normalise by tokens so the learning rate does not depend on batch length.
+        self.scaler.scale(loss / max(tokens, 1)).backward()
+        if self.config.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(nll), tokens
+
+    def _log_train(self, window: dict, lr: float) -> str:
+        s = self.state
+        loss = window["loss"] / max(window["tokens"], 1)
+        speed = window["tokens"] / max(window["seconds"], 1e-9)
+        row = {"type": "train", "step": s.step, "epoch": s.epoch + 1, "loss": round(loss, 5),
+               "ppl": round(math.exp(min(loss, 50)), 3), "lr": lr,
+               "tokens_per_s": round(speed, 1), "train_seconds": round(s.train_seconds, 2)}
+        if self.process.is_main:
+            self.run.append_metrics(row)
+        return f"loss {loss:.3f} ppl {row['ppl']:.2f} lr {lr:.2e} {speed:,.0f} tok/s"
+
+    def _validate(self) -> None:
+        s = self.state
+        started = time.perf_counter()
+        result = self.task.validate()
+        self.model.train()
+        seconds = time.perf_counter() - started
+        s.last_validated_step = s.step
+        score = result.metrics[self.metric]
+        self.schedule.after_validation(score, self.higher_is_better)
+        improved = s.best_score is None or (
+            score > s.best_score if self.higher_is_better else score < s.best_score)
+        if improved:
+            s.best_score, s.best_step, s.bad_validations = score, s.step, 0
+        else:
+            s.bad_validations += 1
+        if self.process.is_main:
+            self.run.update_best(s.step, score, self.higher_is_better, self.model,
+                                 self.config.keep_best)
+            row = {"type": "valid", "step": s.step, "epoch": s.epoch + 1,
+                   **{k: round(v, 5) for k, v in result.metrics.items()},
+                   "seconds": round(seconds, 2), "best": improved}
+            self.run.append_metrics(row)
+            metrics = ", ".join(f"{k} {v:.3f}" if k in ("loss", "bpc") else f"{k} {v:.2f}"
+                                for k, v in result.metrics.items())
+            line = (f"Validation at step {s.step} (epoch {s.epoch + 1}): {metrics} "
+                    f"[{seconds:.1f} s]{' *new best*' if improved else ''}")
+            self.console.print(line)
+            for example in result.examples:
+                self.console.print(f"  {example}", markup=False, highlight=False)
+            self.run.append_validation_log("\n".join([line, *result.examples, ""]))
+        self.save_checkpoint()
+
+    def _finalize(self) -> None:
+        """Leave model.safetensors as the k-best average when asked (else it is the best)."""
+        k = self.config.average_best
+        if not self.process.is_main or k <= 1:
+            return
+        paths = [p for p in self.run.best_paths(k) if p.is_file()]
+        if len(paths) < 2:
+            return
+        averaged = average_weights(paths)
+        original = {k_: v.clone() for k_, v in self.model.state_dict().items()}
+        self.model.load_state_dict(averaged, strict=False)
+        save_weights(self.model, self.run.model_path)
+        self.model.load_state_dict(original)
+        self.console.print(f"model.safetensors = average of the {len(paths)} best checkpoints "
+                           f"(steps {', '.join(p.stem.split('_')[1].lstrip('0') for p in paths)})")
+        self.run.append_validation_log(
+            json.dumps({"averaged": [p.name for p in paths]}))
+
+    def _progress(self, total: int):
+        if not self.show_progress:
+            return _NoProgress()
+        return Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(), console=self.console, transient=False,
+        )
+
+
+class _NoProgress:
+    """Stands in for a rich Progress when bars are off (tests, non-main ranks)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def update(self, *args, **kwargs):
+        pass

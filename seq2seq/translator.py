@@ -1,0 +1,154 @@
+"""Translation inference: one path used by validation, the CLI and the Python API.
+
+    from seq2seq import Translator
+    translator = Translator.from_pretrained("runs/demo")
+    translator.translate(["¿Dónde está la estación?"], beam_size=5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config, DecodingConfig, config_from_dict
+from .data.batching import IdColumn, make_translation_batch
+from .errors import UserError
+from .models.translation import TranslationModel
+from .runtime import select_device
+from .search import Hypothesis, beam_search, greedy_search, max_output_lengths
+from .tokenizers import Tokenizer, load_tokenizer
+from .training.checkpoint import RunDirectory, load_weights
+
+
+def decode_ids(model: TranslationModel, src: IdColumn, device: torch.device,
+               decoding: DecodingConfig, indices: np.ndarray | None = None
+               ) -> list[list[Hypothesis]]:
+    """Decode source rows (all, or ``indices``) -> per row its n-best list, in row order.
+
+    Rows are sorted by length before batching so a batch holds similar lengths (little
+    padding, few wasted steps); results are put back in input order.
+    """
+    model.eval()
+    rows = np.arange(len(src)) if indices is None else np.asarray(indices)
+    order = rows[np.argsort(src.lengths()[rows], kind="stable")]
+    results: dict[int, list[Hypothesis]] = {}
+    for start in range(0, len(order), decoding.batch_size):
+        chunk = order[start: start + decoding.batch_size]
+        batch = make_translation_batch(src, None, chunk)
+        source = batch.src.to(device)
+        limits = max_output_lengths(batch.src_lengths, decoding.max_length_ratio,
+                                    decoding.max_length_extra)
+        if decoding.beam_size == 1:
+            found = [[h] for h in greedy_search(model, source, batch.src_lengths, limits,
+                                                decoding.min_length, decoding.no_repeat_ngram)]
+        else:
+            found = beam_search(model, source, batch.src_lengths, limits, decoding.beam_size,
+                                decoding.length_penalty, decoding.n_best, decoding.min_length,
+                                decoding.no_repeat_ngram)
+        for row, hyps in zip(chunk.tolist(), found):
+            results[row] = hyps
+    return [results[row] for row in rows.tolist()]
+
+
+@dataclass
+class Translation:
+    text: str
+    score: float  # length-normalised log-probability (the beam's ranking score)
+    log_prob: float
+
+
+class Translator:
+    """A trained translator loaded from a run directory."""
+
+    def __init__(self, config: Config, model: TranslationModel, src_tokenizer: Tokenizer,
+                 trg_tokenizer: Tokenizer, device: torch.device) -> None:
+        self.config = config
+        self.model = model.to(device).eval()
+        self.src_tokenizer = src_tokenizer
+        self.trg_tokenizer = trg_tokenizer
+        self.device = device
+        self.truncated = 0  # sentences cut to data.max_src_length by the last call
+
+    @classmethod
+    def from_pretrained(cls, run_dir: str | Path, device: str = "auto",
+                        weights: str | Path | None = None) -> "Translator":
+        """Load config, tokenizers and ``model.safetensors`` (or ``weights``) from ``run_dir``."""
+        run = RunDirectory(run_dir)
+        info = run.read_run_info()
+        if info.get("task") != "translation":
+            raise UserError(f"{run.path} holds a {info.get('task')} model, not a translator")
+        config = load_run_config(run)
+        src_tokenizer, trg_tokenizer = load_tokenizers(run, config)
+        model = TranslationModel(config.model, src_tokenizer.vocab_size, trg_tokenizer.vocab_size)
+        weights_path = Path(weights) if weights else run.model_path
+        if not weights_path.is_file():
+            raise UserError(f"{run.path}: no trained model yet ({weights_path.name} is missing; "
+                            "training writes it at the first validation)")
+        load_weights(model, weights_path)
+        return cls(config, model, src_tokenizer, trg_tokenizer, select_device(device))
+
+    def translate(self, sentences: list[str], beam_size: int | None = None,
+                  n_best: int | None = None, **decoding_options) -> list[str] | list[list[Translation]]:
+        """Translate sentences (detokenized output, input order).
+
+        Options default to the run's ``decoding`` config: beam_size, n_best, length_penalty,
+        max_length_ratio, max_length_extra, min_length, no_repeat_ngram, batch_size.
+        With ``n_best`` set, returns per sentence a list of Translation (best first);
+        otherwise one string per sentence. Empty sentences translate to "".
+        """
+        decoding = self.decoding_config(beam_size=beam_size, n_best=n_best, **decoding_options)
+        limit = self.config.data.max_src_length - 1
+        encoded = self.src_tokenizer.encode_batch(list(sentences))
+        self.truncated = sum(len(ids) > limit for ids in encoded)
+        column = IdColumn.from_lists([ids[:limit] for ids in encoded])
+        non_empty = np.array([i for i, s in enumerate(sentences) if s.strip()], dtype=np.int64)
+        found = decode_ids(self.model, column, self.device, decoding, non_empty) if len(non_empty) else []
+        by_row = dict(zip(non_empty.tolist(), found))
+        results = []
+        for i in range(len(sentences)):
+            hyps = by_row.get(i, [Hypothesis([], 0.0, 0.0)])
+            results.append([Translation(self.trg_tokenizer.decode(h.tokens), h.score, h.log_prob)
+                            for h in hyps])
+        if n_best is None:
+            return [r[0].text for r in results]
+        return results
+
+    def decoding_config(self, **options) -> DecodingConfig:
+        """The run's decoding settings with the given non-None options replaced (validated)."""
+        chosen = {k: v for k, v in options.items() if v is not None}
+        valid = {f.name for f in dataclasses.fields(DecodingConfig)}
+        unknown = sorted(set(chosen) - valid)
+        if unknown:
+            raise UserError(f"unknown decoding option(s) {', '.join(unknown)} "
+                            f"(valid: {', '.join(sorted(valid))})")
+        if "beam_size" in chosen and "n_best" not in chosen:
+            chosen["n_best"] = min(self.config.decoding.n_best, chosen["beam_size"])
+        merged = dataclasses.replace(self.config.decoding, **chosen)
+        raw = self.config.to_dict()
+        raw["decoding"] = dataclasses.asdict(merged)
+        config_from_dict(raw, source="decoding options")  # same checks as a config file
+        return merged
+
+
+def load_run_config(run: RunDirectory) -> Config:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise UserError(f"{run.config_path}: not valid YAML") from None
+    return config_from_dict(raw, source=str(run.config_path))
+
+
+def tokenizer_names(config: Config) -> tuple[str, str]:
+    return ("joint", "joint") if config.tokenizer.joint else ("src", "trg")
+
+
+def load_tokenizers(run: RunDirectory, config: Config) -> tuple[Tokenizer, Tokenizer]:
+    src_name, trg_name = tokenizer_names(config)
+    src = load_tokenizer(run.path, src_name)
+    return src, (src if trg_name == src_name else load_tokenizer(run.path, trg_name))

@@ -1,0 +1,108 @@
+"""Encoder, attention and decoder behave as documented (shapes, masking, path equivalence)."""
+
+import pytest
+import torch
+
+from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
+from seq2seq.models.attention import build_attention
+from seq2seq.models.encoder import RecurrentEncoder
+from seq2seq.models.translation import TranslationModel
+from seq2seq.tokenizers import BOS_ID, EOS_ID, PAD_ID
+
+ATTENTIONS = [("bahdanau", "general"), ("luong", "dot"), ("luong", "general"), ("luong", "concat")]
+
+
+@pytest.mark.parametrize("kind,score", ATTENTIONS)
+def test_attention_shapes_and_masked_positions_get_zero_weight(kind, score):
+    torch.manual_seed(0)
+    attention = build_attention(kind, score, query_size=8, memory_size=8)
+    memory = torch.randn(3, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    query = torch.randn(3, 4, 8)
+    context, weights = attention(query, attention.project_memory(memory), memory, mask)
+    assert context.shape == (3, 4, 8) and weights.shape == (3, 4, 5)
+    assert torch.allclose(weights.sum(-1), torch.ones(3, 4))
+    assert (weights.masked_select(~mask.unsqueeze(1).expand(-1, 4, -1)) == 0).all()
+    # Changing padded memory cannot change the result.
+    noisy = memory.clone()
+    noisy[~mask] = 100.0
+    context2, _ = attention(query, attention.project_memory(noisy), noisy, mask)
+    assert torch.allclose(context, context2, atol=1e-6)
+
+
+def test_no_attention_builds_nothing():
+    assert build_attention("none", "general", 8, 8) is None
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_encoder_ignores_padding(cell):
+    torch.manual_seed(0)
+    encoder = RecurrentEncoder(cell, 4, 6, layers=2, bidirectional=True)
+    x = torch.randn(1, 3, 4)
+    padded = torch.cat([x, torch.randn(1, 2, 4)], dim=1)
+    out_short, final_short = encoder(x, torch.tensor([3]))
+    out_long, final_long = encoder(padded, torch.tensor([3]))
+    assert out_long.shape == (1, 5, 12)
+    assert torch.allclose(out_short, out_long[:, :3], atol=1e-6)
+    assert (out_long[:, 3:] == 0).all()
+    h_short = final_short[0] if cell == "lstm" else final_short
+    h_long = final_long[0] if cell == "lstm" else final_long
+    assert torch.allclose(h_short, h_long, atol=1e-6)
+    assert encoder.merge_directions(h_long).shape == (2, 1, 12)
+
+
+def small_model(cell="gru", attention="bahdanau", input_feeding=True, layers=1, **extra):
+    config = ModelConfig(
+        embedding_size=8,
+        encoder=EncoderConfig(cell=cell, hidden_size=6, layers=layers, bidirectional=True, dropout=0.0),
+        decoder=DecoderConfig(cell=cell, hidden_size=10, layers=layers, attention=attention,
+                              input_feeding=input_feeding, dropout=0.0),
+        embedding_dropout=0.0, output_dropout=0.0, **extra)
+    return TranslationModel(config, src_vocab_size=15, trg_vocab_size=17).eval()
+
+
+def random_batch(batch=3, src_len=6, trg_len=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, 15, (batch, src_len), generator=g)
+    lengths = torch.tensor([src_len] + [src_len - 1 - i for i in range(batch - 1)])
+    for b, n in enumerate(lengths):
+        src[b, n - 1] = EOS_ID
+        src[b, n:] = PAD_ID
+    trg = torch.randint(4, 17, (batch, trg_len), generator=g)
+    trg[:, 0] = BOS_ID
+    return src, lengths, trg
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("attention,feeding", [("none", False), ("bahdanau", False),
+                                               ("bahdanau", True), ("luong", True)])
+def test_whole_sequence_forward_equals_step_by_step(cell, attention, feeding):
+    """The fused training path and the one-step search path compute the same function."""
+    torch.manual_seed(0)
+    model = small_model(cell, attention, feeding, layers=2)
+    src, lengths, trg = random_batch()
+    features, _ = model(src, lengths, trg)
+    state = model.encode(src, lengths)
+    stepwise = []
+    for t in range(trg.size(1)):
+        log_probs, state, _ = model.decode_step(trg[:, t], state)
+        stepwise.append(log_probs)
+    expected = torch.log_softmax(model.logits(features), -1)
+    assert torch.allclose(torch.stack(stepwise, 1), expected, atol=1e-5)
+
+
+def test_scheduled_sampling_with_full_teacher_forcing_matches_forward():
+    torch.manual_seed(0)
+    model = small_model()
+    src, lengths, trg = random_batch()
+    features, _ = model(src, lengths, trg)
+    state = model.encode(src, lengths)
+    sampled = model._forward_sampled(trg, state, teacher_forcing=1.0)
+    assert torch.allclose(features, sampled, atol=1e-6)
+
+
+def test_tied_and_shared_embeddings_are_one_tensor():
+    config = ModelConfig(embedding_size=10, share_embeddings=True, tie_embeddings=True,
+                         decoder=DecoderConfig(hidden_size=10))
+    model = TranslationModel(config, 20, 20)
+    assert model.src_embed.weight is model.trg_embed.weight is model.output_layer.weight
