@@ -21,9 +21,9 @@ from . import __version__
 from .config import Config, dump_config, load_config
 from .errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Recurrent sequence models: train, translate and evaluate.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long lines stay whole in logs
 
 COMPATIBLE_SECTIONS = ("task", "tokenizer", "model")  # must not change on --resume
 COMPATIBLE_DATA_KEYS = ("src", "trg", "max_src_length", "max_trg_length")
@@ -145,13 +145,13 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def write_signature(run, config: Config) -> None:
-    from sacrebleu.metrics import BLEU, CHRF, TER
-
+    """Keep sacrebleu's signatures (metric settings + version) with the run."""
+    from .evaluation import score_translations
     from .training.checkpoint import atomic_write_text
 
     e = config.evaluation
-    lines = [f"bleu: {BLEU(tokenize=e.tokenize, lowercase=e.lowercase).get_signature()}",
-             f"chrf: {CHRF().get_signature()}", f"ter: {TER(case_sensitive=not e.lowercase).get_signature()}"]
+    scores = score_translations(["x"], ["x"], ("bleu", "chrf", "ter"), e.tokenize, e.lowercase)
+    lines = [f"{name}: {score.signature}" for name, score in scores.items()]
     atomic_write_text(run.path / "sacrebleu_signature.txt", "\n".join(lines) + "\n")
 
 

@@ -108,8 +108,8 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, max_lengths
 
     Each step takes the 2K best continuations of each sentence; those ending in </s> that
     rank among the top K are finished (scored with the GNMT length penalty ``alpha``), the
-    best K others stay alive. A sentence is done once it has K finished hypotheses or
-    reaches its length budget; beam_size 1 reproduces greedy search.
+    best K others stay alive. A sentence is done once it has K finished hypotheses that no
+    alive one can beat, or at its length budget; beam_size 1 reproduces greedy search.
 
     Returns:
         per sentence (input order), its ``n_best`` hypotheses, best first.
@@ -125,6 +125,7 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, max_lengths
     history = torch.full((batch * k, 0), BOS_ID, dtype=torch.long, device=device)
     token = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    kth_best = torch.full((batch,), NEG_INF, device=device)  # K-th best finished score
     for step in range(int(max_lengths.max())):
         n_active = active.numel()
         log_probs, state, _ = model.decode_step(token, state)
@@ -147,8 +148,19 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, max_lengths
                 lp = float(cand_scores[a, c])
                 finished[int(active[a])].append(
                     Hypothesis(history[row].tolist(), lp / norm, lp))
-        counts = torch.tensor([len(finished[int(i)]) for i in active.tolist()], device=device)
-        done = (counts >= k) | (max_lengths[active] <= step + 1)
+            for a in finishing.any(dim=1).nonzero(as_tuple=True)[0].tolist():
+                hyps = finished[int(active[a])]
+                hyps.sort(key=lambda h: h.score, reverse=True)
+                del hyps[k:]  # only the K best finished can ever be returned
+                if len(hyps) == k:
+                    kth_best[active[a]] = hyps[-1].score
+
+        # A sentence is done when no alive hypothesis can still enter its K best finished
+        # ones: alive log-probs only fall, so with alpha = 0 this test is exact; with
+        # alpha > 0 it assumes the hypothesis would end now (the usual heuristic).
+        best_alive = cand_scores.masked_fill(is_eos, NEG_INF).max(dim=1).values
+        bound = best_alive / length_penalty(step + 2, alpha)
+        done = (bound <= kth_best[active]) | (max_lengths[active] <= step + 1)
 
         # The best K candidates that do not end in </s> stay alive.
         order = is_eos.long() * (2 * k) + torch.arange(cand_ids.size(1), device=device)

@@ -10,6 +10,7 @@ from torch import nn
 
 from .attention import Attention
 from .encoder import RNN_CLASSES
+from .functional import Dropout, dropout
 
 _CELL_STEPS = {"gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 
@@ -69,7 +70,7 @@ class RecurrentDecoder(nn.Module):
         self.between_layers_dropout = dropout
         self.combine = (nn.Linear(hidden_size + memory_size, hidden_size)
                         if attention is not None else None)
-        self.output_dropout = nn.Dropout(output_dropout)
+        self.output_dropout = Dropout(output_dropout)
 
     # ---- whole sequence (training, scoring) ----
 
@@ -91,9 +92,10 @@ class RecurrentDecoder(nn.Module):
             outputs, weights = self.readout(rnn_out, state)
             return outputs, replace(state, hidden=hidden, cell=cell), weights
         gates = self.input_gates(embedded)  # one matmul for the embedding part of every step
+        feed_weight = self.feed_weight()  # sliced and made contiguous once, not per step
         outputs, all_weights = [], []
         for t in range(embedded.size(1)):
-            output, state, weights = self.step_from_gates(gates[:, t], state)
+            output, state, weights = self.step_from_gates(gates[:, t], state, feed_weight)
             outputs.append(output)
             all_weights.append(weights)
         attention = torch.stack(all_weights, 1) if return_attention else None
@@ -111,16 +113,22 @@ class RecurrentDecoder(nn.Module):
         """[B, E] one embedded input -> output [B, H], new state, weights [B, S] (or None)."""
         return self.step_from_gates(self.input_gates(embedded), state)
 
-    def step_from_gates(self, gates: torch.Tensor, state: DecoderState
+    def feed_weight(self) -> torch.Tensor:
+        """The first layer's input weights for the fed-back vector: [G*H, H] (or [G*H, 0])."""
+        return self.rnn.weight_ih_l0[:, self.embedding_size:].contiguous()
+
+    def step_from_gates(self, gates: torch.Tensor, state: DecoderState,
+                        feed_weight: torch.Tensor | None = None
                         ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        hidden, cell = self._rnn_step(gates, state)
+        hidden, cell = self._rnn_step(gates, state,
+                                      self.feed_weight() if feed_weight is None else feed_weight)
         output, weights = self.readout(hidden[-1].unsqueeze(1), state)
         output = output.squeeze(1)
         new_state = replace(state, hidden=hidden, cell=cell,
                             feed=output if self.feeds else None)
         return output, new_state, None if weights is None else weights.squeeze(1)
 
-    def _rnn_step(self, gates: torch.Tensor, state: DecoderState
+    def _rnn_step(self, gates: torch.Tensor, state: DecoderState, feed_weight: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Advance every layer by one step with ATen's fused cell functions.
 
@@ -134,10 +142,9 @@ class RecurrentDecoder(nn.Module):
         new_h, new_c = [], []
         for layer in range(self.layers):
             if layer == 0:
-                w_ih = rnn.weight_ih_l0[:, self.embedding_size:]
-                b_ih = gates
+                w_ih, b_ih = feed_weight, gates
             else:
-                x = F.dropout(x, self.between_layers_dropout, self.training)
+                x = dropout(x, self.between_layers_dropout, self.training)
                 w_ih = getattr(rnn, f"weight_ih_l{layer}")
                 b_ih = getattr(rnn, f"bias_ih_l{layer}")
             w_hh = getattr(rnn, f"weight_hh_l{layer}")

@@ -11,6 +11,7 @@ from ..tokenizers import PAD_ID
 from .attention import build_attention
 from .decoder import DecoderState, RecurrentDecoder
 from .encoder import RecurrentEncoder
+from .functional import Dropout, cross_entropy_sum
 
 
 class Bridge(nn.Module):
@@ -52,7 +53,7 @@ class TranslationModel(nn.Module):
         self.src_embed = nn.Embedding(src_vocab_size, config.embedding_size, padding_idx=PAD_ID)
         self.trg_embed = (self.src_embed if config.share_embeddings else
                           nn.Embedding(trg_vocab_size, config.embedding_size, padding_idx=PAD_ID))
-        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.embedding_dropout = Dropout(config.embedding_dropout)
         self.encoder = RecurrentEncoder(enc.cell, config.embedding_size, enc.hidden_size,
                                         enc.layers, enc.bidirectional, enc.dropout)
         memory_size = self.encoder.output_size
@@ -161,10 +162,5 @@ def sequence_loss(model: TranslationModel, features: torch.Tensor, targets: torc
     keep = targets != PAD_ID
     logits = model.logits(features[keep]).float()
     gold = targets[keep]
-    loss = F.cross_entropy(logits, gold, reduction="sum", label_smoothing=label_smoothing)
-    if label_smoothing > 0:
-        with torch.no_grad():
-            nll = F.cross_entropy(logits, gold, reduction="sum")
-    else:
-        nll = loss.detach()
+    loss, nll = cross_entropy_sum(logits, gold, label_smoothing)
     return loss, nll, int(gold.numel())

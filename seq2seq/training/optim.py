@@ -15,8 +15,10 @@ def build_optimizer(params, config: TrainingConfig) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum,
                                weight_decay=config.weight_decay)
     kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    # The fused kernel updates all parameters in one pass (several times fewer memory sweeps
+    # than the per-op implementation); it exists for CPU and CUDA tensors.
     return kind(params, lr=config.learning_rate, betas=config.adam_betas,
-                weight_decay=config.weight_decay)
+                weight_decay=config.weight_decay, fused=True)
 
 
 @dataclass

@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Measure seq2seq's own training and decoding speed on the peers' reference model.
+
+    python bench/speed.py                                   # bench/reference_en_de.yaml, 300 steps
+    python bench/speed.py --steps 1600 --run-dir /tmp/ref   # longer run, keep the model
+    python bench/speed.py --decode-only --run-dir /tmp/ref  # decode with an existing run
+
+Prints and writes (``--out``) JSON with: training target tokens/s in steady state (the first
+log interval dropped), peak RSS of the training process, and for beam 5 and greedy on the
+config's test split: sentences/s for generation alone (in-process, model loaded) and for the
+whole `seq2seq translate` process, plus BLEU. Run it in the same session as
+../shared/bench/run_peers.sh and compare ratios: the machine is shared, absolute figures drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def train(config: Path, run_dir: Path, steps: int) -> dict:
+    command = [sys.executable, str(ROOT / "cli.py"), "train", str(config), "--run-dir",
+               str(run_dir), "--overwrite", "-q", "--set", f"training.max_steps={steps}"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    wall = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["type"] == "train"]
+    steady = train_rows[1:] or train_rows
+    # Each row covers the interval since the previous one; tokens = speed * interval seconds.
+    seconds = sum(b["train_seconds"] - a["train_seconds"] for a, b in zip(train_rows, train_rows[1:]))
+    tokens = sum(r["tokens_per_s"] * (r["train_seconds"] - p["train_seconds"])
+                 for p, r in zip(train_rows, train_rows[1:]))
+    return {"steps": steps, "wall_seconds": round(wall, 1),
+            "target_tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+            "intervals": len(steady), "peak_rss_mib": round(peak_kib / 1024, 1)}
+
+
+def decode(run_dir: Path, beam: int) -> dict:
+    from seq2seq import Translator
+    from seq2seq.data.corpus import load_parallel
+    from seq2seq.evaluation import score_translations
+
+    translator = Translator.from_pretrained(run_dir, device="cpu")
+    texts = load_parallel(translator.config.data, "test", drop_empty=False)
+    sources, references = texts["src"], texts["trg"]
+    started = time.perf_counter()
+    hypotheses = translator.translate(sources, beam_size=beam, batch_size=64)
+    generation = time.perf_counter() - started
+    src_file = run_dir / "bench_test.src"
+    src_file.write_text("".join(s + "\n" for s in sources), encoding="utf-8")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, str(ROOT / "cli.py"), "translate", str(run_dir), "--input",
+                    str(src_file), "--output", str(run_dir / f"bench_hyp_b{beam}.txt"),
+                    "--beam-size", str(beam), "--batch-size", "64"], check=True)
+    whole = time.perf_counter() - started
+    bleu = score_translations(hypotheses, references, ("bleu",))["bleu"].value
+    return {"beam": beam, "sentences": len(sources),
+            "generation_sentences_per_s": round(len(sources) / generation, 1),
+            "generation_seconds": round(generation, 2), "whole_process_seconds": round(whole, 2),
+            "bleu": round(bleu, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "bench" / "reference_en_de.yaml")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--run-dir", type=Path, default=Path("/tmp/seq2seq_bench/reference"))
+    parser.add_argument("--decode-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    import torch
+
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": f"{platform.processor() or platform.machine()}, "
+                         f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+              "config": str(args.config)}
+    if not args.decode_only:
+        result["training"] = train(args.config, args.run_dir, args.steps)
+    result["decoding"] = [decode(args.run_dir, beam) for beam in (5, 1)]
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Two hot-path functions written for CPU speed, numerically identical in meaning to torch's.
+
+- ``dropout``: draws its mask with ``torch.rand`` (about 3x faster on CPU than the
+  Bernoulli sampler behind ``F.dropout``), from the same global generator, so runs stay
+  reproducible and resumable.
+- ``cross_entropy_sum``: summed, optionally label-smoothed cross-entropy whose backward pass
+  is one sweep over the [N, V] scores (softmax minus target) instead of the four that
+  log_softmax + nll_loss take.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout: zero each element with probability ``p``, scale the rest by 1/(1-p)."""
+    if not training or p == 0.0:
+        return x
+    keep = torch.rand_like(x) >= p
+    return x * keep * (1.0 / (1.0 - p))
+
+
+class Dropout(torch.nn.Module):
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class _CrossEntropySum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
+        log_probs = torch.log_softmax(logits, dim=-1)
+        picked = log_probs.gather(1, target.unsqueeze(1)).sum()
+        loss = -(1.0 - smoothing) * picked
+        if smoothing > 0:
+            loss = loss - smoothing / logits.size(1) * log_probs.sum()
+        ctx.save_for_backward(log_probs, target)
+        ctx.smoothing = smoothing
+        nll = -picked.detach()
+        ctx.mark_non_differentiable(nll)
+        return loss, nll
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _grad_nll: torch.Tensor):
+        log_probs, target = ctx.saved_tensors
+        smoothing = ctx.smoothing
+        # d loss / d logits = g * (softmax - target distribution); computed in place.
+        scores = log_probs.exp_().mul_(grad)
+        rows = torch.arange(target.numel(), device=target.device)
+        scores[rows, target] -= (1.0 - smoothing) * grad
+        if smoothing > 0:
+            scores -= smoothing / scores.size(1) * grad
+        return scores, None, None
+
+
+def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor,
+                      label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, V] float scores, [N] targets -> (loss, nll).
+
+    ``loss`` has the value and gradient of ``F.cross_entropy(logits, target,
+    reduction="sum", label_smoothing=label_smoothing)``; ``nll`` is the unsmoothed summed
+    negative log-likelihood (for reporting; no gradient).
+    """
+    return _CrossEntropySum.apply(logits, target, label_smoothing)

@@ -1,0 +1,64 @@
+"""Config files become typed objects; every mistake names its key."""
+
+import pytest
+
+from seq2seq.config import Config, config_from_dict, dump_config, load_config
+from seq2seq.errors import UserError
+
+
+def test_demo_config_loads_and_round_trips(tmp_path):
+    config = load_config("configs/demo_es_en.yaml")
+    assert config.model.encoder.cell == "gru" and config.model.decoder.attention == "bahdanau"
+    path = tmp_path / "again.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(path) == config
+
+
+@pytest.mark.parametrize("raw,words", [
+    ({"model": {"hiden_size": 3}}, ["model.hiden_size", "valid:", "encoder"]),
+    ({"modle": {}}, ["modle", "top level", "model"]),
+    ({"model": {"encoder": {"cell": "transformer"}}}, ["model.encoder.cell", "rnn, gru, lstm"]),
+    ({"model": {"encoder": {"hidden_size": "big"}}}, ["model.encoder.hidden_size", "integer"]),
+    ({"training": {"learning_rate": "fast"}}, ["training.learning_rate", "number"]),
+    ({"training": {"adam_betas": [0.9]}}, ["training.adam_betas", "2 values"]),
+    ({"model": {"share_embeddings": True}, "tokenizer": {"joint": False}}, ["share_embeddings", "joint"]),
+    ({"model": {"decoder": {"attention": "luong", "luong_score": "dot", "hidden_size": 100}}},
+     ["luong_score: dot", "512", "100"]),
+    ({"decoding": {"n_best": 9, "beam_size": 2}}, ["decoding.n_best"]),
+    ({"model": "big"}, ["model must be a mapping"]),
+])
+def test_mistakes_name_the_key(raw, words):
+    with pytest.raises(UserError) as err:
+        config_from_dict(raw, source="x.yaml")
+    message = str(err.value)
+    assert message.startswith("x.yaml: ") and "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  encoder:\n    hidden_size: 8\n")
+    config = load_config(path, ["model.encoder.hidden_size=16", "training.learning_rate=1e-4",
+                                "evaluation.metrics=[bleu]"])
+    assert config.model.encoder.hidden_size == 16
+    assert config.training.learning_rate == pytest.approx(1e-4)
+    assert config.evaluation.metrics == ("bleu",)
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        load_config(path, ["model.encoder.hidden_size"])
+    with pytest.raises(UserError, match="model.encoder.size"):
+        load_config(path, ["model.encoder.size=3"])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [1, 2\n")
+    with pytest.raises(UserError, match="bad.yaml line"):
+        load_config(bad)
+
+
+def test_defaults_are_valid():
+    config_from_dict({})
+    assert Config().decoding.beam_size == 5

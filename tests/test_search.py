@@ -1,0 +1,150 @@
+"""Greedy and beam search: agreement, optimality under the model, n-best, length rules."""
+
+import pytest
+import torch
+
+from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
+from seq2seq.models.translation import TranslationModel
+from seq2seq.search import beam_search, block_repeated_ngrams, greedy_search, max_output_lengths
+from seq2seq.tokenizers import EOS_ID, PAD_ID
+
+VOCAB = 12
+
+
+def peaked_model(seed=0, cell="gru", attention="bahdanau"):
+    """A random model whose output layer is scaled up so distributions are peaked but varied,
+    and </s> is likely enough that hypotheses end at different lengths."""
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        embedding_size=8,
+        encoder=EncoderConfig(cell=cell, hidden_size=8, dropout=0.0),
+        decoder=DecoderConfig(cell=cell, hidden_size=16, attention=attention, dropout=0.0),
+        embedding_dropout=0.0, output_dropout=0.0)
+    model = TranslationModel(config, VOCAB, VOCAB).eval()
+    with torch.no_grad():
+        model.output_layer.weight.mul_(3.0)
+        model.output_layer.bias[EOS_ID] = 1.0
+    return model
+
+
+def sources(n=24, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, 9, (n,), generator=g)
+    src = torch.full((n, int(lengths.max())), PAD_ID)
+    for i, length in enumerate(lengths.tolist()):
+        src[i, : length - 1] = torch.randint(4, VOCAB, (length - 1,), generator=g)
+        src[i, length - 1] = EOS_ID
+    return src, lengths
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_beam_size_one_is_greedy(cell):
+    model = peaked_model(cell=cell)
+    src, lengths = sources()
+    limits = max_output_lengths(lengths, 2.0, 3)
+    greedy = greedy_search(model, src, lengths, limits)
+    beam = beam_search(model, src, lengths, limits, beam_size=1, alpha=0.0)
+    assert [g.tokens for g in greedy] == [b[0].tokens for b in beam]
+    for g, b in zip(greedy, beam):
+        assert b[0].log_prob == pytest.approx(g.log_prob, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_larger_beams_never_score_worse_than_greedy(seed):
+    """Beam search is not exact: a narrow beam can prune the greedy path. On these
+    (deliberately peaked, repetitive) random models a beam of 5 never scores below greedy on
+    any sentence; a beam of 2 may lose a few sentences but wins on average."""
+    model = peaked_model(seed)
+    src, lengths = sources(n=48, seed=seed + 10)
+    limits = max_output_lengths(lengths, 2.0, 3)
+    greedy = greedy_search(model, src, lengths, limits)
+    wide = beam_search(model, src, lengths, limits, beam_size=5, alpha=0.0)
+    for g, b in zip(greedy, wide):
+        assert b[0].log_prob >= g.log_prob - 1e-4
+    assert sum(b[0].log_prob > g.log_prob + 1e-4 for g, b in zip(greedy, wide)) > 0
+    narrow = beam_search(model, src, lengths, limits, beam_size=2, alpha=0.0)
+    not_worse = sum(b[0].log_prob >= g.log_prob - 1e-4 for g, b in zip(greedy, narrow))
+    assert not_worse >= 0.85 * len(greedy)
+    assert sum(b[0].log_prob for b in narrow) >= sum(g.log_prob for g in greedy)
+
+
+@torch.no_grad()
+def test_scores_match_the_model():
+    """A hypothesis's log_prob is the sum of the model's log-probabilities for its tokens."""
+    model = peaked_model()
+    src, lengths = sources(n=6)
+    limits = max_output_lengths(lengths, 2.0, 3)
+    hyps = beam_search(model, src, lengths, limits, beam_size=3, alpha=0.0, n_best=3)
+    for i, n_best in enumerate(hyps):
+        for hyp in n_best:
+            state = model.encode(src[i: i + 1], lengths[i: i + 1])
+            token, total = torch.tensor([2]), 0.0
+            for t in hyp.tokens + [EOS_ID]:
+                log_probs, state, _ = model.decode_step(token, state)
+                total += float(log_probs[0, t].detach())
+                token = torch.tensor([t])
+            assert hyp.log_prob == pytest.approx(total, abs=1e-4)
+
+
+def test_n_best_is_sorted_and_distinct():
+    model = peaked_model()
+    src, lengths = sources()
+    limits = max_output_lengths(lengths, 2.0, 3)
+    for alpha in (0.0, 1.0):
+        for n_best in beam_search(model, src, lengths, limits, beam_size=4, alpha=alpha, n_best=4):
+            scores = [h.score for h in n_best]
+            assert scores == sorted(scores, reverse=True)
+            assert len({tuple(h.tokens) for h in n_best}) == len(n_best)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_batching_does_not_change_results(beam_size):
+    """Sentences decoded together equal sentences decoded one by one (finished rows leave
+    the batch without disturbing the others)."""
+    model = peaked_model()
+    src, lengths = sources(n=10)
+    limits = max_output_lengths(lengths, 2.0, 3)
+
+    def run(s, l, m):
+        if beam_size == 1:
+            return [h.tokens for h in greedy_search(model, s, l, m)]
+        return [h[0].tokens for h in beam_search(model, s, l, m, beam_size=beam_size)]
+
+    together = run(src, lengths, limits)
+    alone = [run(src[i: i + 1, : lengths[i]], lengths[i: i + 1], limits[i: i + 1])[0]
+             for i in range(len(lengths))]
+    assert together == alone
+
+
+def test_length_limits():
+    model = peaked_model()
+    src, lengths = sources()
+    limits = torch.full_like(lengths, 4)
+    for hyp in greedy_search(model, src, lengths, limits, min_length=3):
+        assert 2 <= len(hyp.tokens) <= 3  # </s> counts toward both limits
+    for n_best in beam_search(model, src, lengths, limits, beam_size=3, min_length=3, n_best=3):
+        for hyp in n_best:
+            assert 2 <= len(hyp.tokens) <= 3
+
+
+def test_no_repeat_ngram_blocking():
+    model = peaked_model()
+    src, lengths = sources()
+    limits = torch.full_like(lengths, 12)
+    for search in ("greedy", "beam"):
+        if search == "greedy":
+            outputs = [h.tokens for h in greedy_search(model, src, lengths, limits, no_repeat_ngram=2)]
+        else:
+            outputs = [h[0].tokens for h in beam_search(model, src, lengths, limits, 3,
+                                                        no_repeat_ngram=2)]
+        for tokens in outputs:
+            bigrams = list(zip(tokens, tokens[1:]))
+            assert len(bigrams) == len(set(bigrams))
+
+
+def test_block_repeated_ngrams_unit():
+    history = torch.tensor([[5, 6, 7, 5]])
+    log_probs = torch.zeros(1, 10)
+    block_repeated_ngrams(log_probs, history, 2)  # "5 6" was seen, so 6 may not follow 5
+    assert log_probs[0, 6] == float("-inf")
+    assert torch.isfinite(log_probs[0, [0, 1, 2, 3, 4, 5, 7, 8, 9]]).all()
