@@ -1,7 +1,8 @@
 """Typed experiment configuration: one YAML file -> nested dataclasses, validated.
 
-A config has the sections ``data``, ``tokenizer``, ``model``, ``training``, ``decoding`` and
-``evaluation``. Every key is typed; an unknown key, a wrong type or a value outside its
+A config names its ``task`` (translation | classification | language_model) and has the
+sections ``data``, ``tokenizer``, ``model``, ``training``, ``decoding`` (translation),
+``generation`` (language models) and ``evaluation``; keys that only one task reads say so. Every key is typed; an unknown key, a wrong type or a value outside its
 choices raises :class:`UserError` naming the key (``model.encoder.cell``) and what is valid.
 Command-line overrides (``--set model.encoder.hidden_size=512``) go through the same checks.
 """
@@ -21,28 +22,49 @@ from .errors import UserError
 
 Task = Literal["translation", "classification", "language_model"]
 Cell = Literal["rnn", "gru", "lstm"]
+Field = Union[str, int]  # a column name (header / JSON key) or a 0-based column index
+
+# Metrics each task computes at validation; ``auto`` picks the first.
+TASK_METRICS = {
+    "translation": ("bleu", "chrf", "loss", "ppl"),
+    "classification": ("accuracy", "macro_f1", "loss"),
+    "language_model": ("ppl", "loss", "bpc"),
+}
 
 
 @dataclass
 class DataConfig:
     """Where the corpus lives and how to read it.
 
-    ``src``/``trg`` name the column (header name or 0-based index) of a TSV/CSV file, the key
-    of a JSON Lines record, or the file suffix of a plain-text pair (``train.de`` + ``train.en``).
+    Columns are named by header name or 0-based index (TSV/CSV), by key (JSON Lines), or, for
+    a plain-text pair, by file suffix (``src: de`` reads ``train.de``). A plain text file
+    (``format: text``) is one example per line, or one continuous stream for a language model.
     """
 
     train: str = ""
     dev: str = ""
     test: str = ""
     format: Literal["auto", "tsv", "csv", "jsonl", "text", "hub"] = "auto"
-    src: Union[str, int] = "src"
-    trg: Union[str, int] = "trg"
     header: bool = True
     hub_name: str = ""
     hub_config: str = ""
+    # translation
+    src: Field = "src"
+    trg: Field = "trg"
     max_src_length: int = 100  # in tokens; longer sentences are truncated (and counted)
     max_trg_length: int = 100
     dev_max_sentences: int = 0  # validate on the first N dev sentences (0 = all)
+    # classification and language modelling
+    text: Field = "text"  # the text column (not used for plain text files)
+    label: Field = "label"  # classification: the label column
+    condition: Field = ""  # language model: the column that conditions generation ("" = none)
+    max_length: int = 256  # classification: tokens kept per text; language model (lines): per line
+    truncation: Literal["head", "tail", "head_tail"] = "head"  # which part of a long text to keep
+    bad_rows: Literal["error", "skip"] = "error"  # rows without text or label: stop, or skip and count
+    # language modelling
+    lm_mode: Literal["stream", "lines"] = "stream"  # one running text (truncated BPTT) or separate lines
+    bptt: int = 128  # stream mode: tokens per training window; the state carries across windows
+    dev_fraction: float = 0.0  # no dev file: hold out this last fraction of train (0.1 = nanoGPT's split)
 
 
 @dataclass
@@ -78,14 +100,36 @@ class DecoderConfig:
 
 
 @dataclass
+class ClassifierConfig:
+    """Classification head: pool the encoder states over time, then a linear layer or an MLP."""
+
+    pooling: Literal["last", "mean", "max", "attention"] = "max"
+    hidden_size: int = 0  # 0 = one linear layer over the pooled vector; > 0 = an MLP with this hidden layer
+    dropout: float = 0.3  # on the pooled vector (and the MLP's hidden layer)
+
+
+@dataclass
+class LanguageModelConfig:
+    """Language-model head: the encoder run left to right, predicting the next token."""
+
+    condition_type: Literal["label", "features"] = "label"  # what data.condition holds
+    condition_mode: Literal["init", "input", "both"] = "init"  # first state, every step's input, or both
+    condition_size: int = 64  # size of the learned label embedding (features: their projection)
+    locked_dropout: bool = False  # one dropout mask per sequence, shared by all steps (variational)
+
+
+@dataclass
 class ModelConfig:
     embedding_size: int = 256
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # shared by all three heads
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)  # translation
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # classification
+    language_model: LanguageModelConfig = field(default_factory=LanguageModelConfig)
     embedding_dropout: float = 0.2
     output_dropout: float = 0.2  # before the output layer
     tie_embeddings: bool = False  # decoder input embedding = output projection
     share_embeddings: bool = False  # source embedding = target embedding (joint vocabulary)
+    init_from: str = ""  # classification: a language-model run directory to initialise from
 
 
 @dataclass
@@ -107,13 +151,15 @@ class TrainingConfig:
     max_minutes: float = 0.0  # stop after this much training time (0 = no limit)
     clip_grad_norm: float = 5.0  # 0 = no clipping
     label_smoothing: float = 0.0
+    class_weights: Literal["none", "balanced"] = "none"  # classification: weigh rare classes up
     teacher_forcing: float = 1.0  # probability of feeding the gold token
     teacher_forcing_min: float = 1.0  # scheduled sampling: decays linearly to this ...
     teacher_forcing_decay_steps: int = 0  # ... over this many steps (0 = constant)
     validate_every: int = 500  # steps; 0 = once per epoch
     checkpoint_every: int = 0  # steps; 0 = at every validation
     log_every: int = 100
-    early_stopping_metric: Literal["loss", "ppl", "bleu", "chrf", "accuracy"] = "bleu"
+    early_stopping_metric: Literal["auto", "loss", "ppl", "bpc", "bleu", "chrf", "accuracy",
+                                   "macro_f1"] = "auto"  # auto: bleu | accuracy | ppl by task
     patience: int = 0  # stop after this many validations without improvement (0 = never)
     keep_best: int = 1  # best checkpoints kept on disk
     keep_last: int = 1  # resumable checkpoints kept on disk
@@ -137,6 +183,19 @@ class DecodingConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """Language-model sampling defaults (each is also a ``seq2seq generate`` option)."""
+
+    max_tokens: int = 200
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = no top-k filter
+    top_p: float = 1.0  # nucleus sampling; 1 = no filter
+    greedy: bool = False
+    beam_size: int = 1
+    num_samples: int = 1
+
+
+@dataclass
 class EvaluationConfig:
     metrics: tuple[str, ...] = ("bleu", "chrf", "ter")
     tokenize: str = "13a"  # sacrebleu BLEU tokenizer
@@ -152,6 +211,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,6 +260,8 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     config = _build(Config, raw, prefix="", source=source)
     validate(config, source)
+    if config.training.early_stopping_metric == "auto":  # the run's config.yaml says which
+        config.training.early_stopping_metric = TASK_METRICS[config.task][0]
     return config
 
 
@@ -282,9 +344,10 @@ def _check(condition: bool, source: str, message: str) -> None:
 
 def validate(config: Config, source: str = "config") -> None:
     """Cross-field checks that single types cannot express."""
-    d, m, t, dec = config.data, config.model, config.training, config.decoding
-    for key in ("max_src_length", "max_trg_length"):
+    d, m, t = config.data, config.model, config.training
+    for key in ("max_src_length", "max_trg_length", "max_length", "bptt"):
         _check(getattr(d, key) >= 1, source, f"data.{key} must be >= 1")
+    _check(0.0 <= d.dev_fraction < 1.0, source, "data.dev_fraction must be in [0, 1)")
     _check(config.tokenizer.vocab_size >= 5, source, "tokenizer.vocab_size must be >= 5")
     _check(m.embedding_size >= 1, source, "model.embedding_size must be >= 1")
     for part in ("encoder", "decoder"):
@@ -294,27 +357,20 @@ def validate(config: Config, source: str = "config") -> None:
         _check(0.0 <= sub.dropout < 1.0, source, f"model.{part}.dropout must be in [0, 1)")
     for key in ("embedding_dropout", "output_dropout"):
         _check(0.0 <= getattr(m, key) < 1.0, source, f"model.{key} must be in [0, 1)")
+    _check(0.0 <= m.classifier.dropout < 1.0, source, "model.classifier.dropout must be in [0, 1)")
+    _check(m.classifier.hidden_size >= 0, source, "model.classifier.hidden_size must be >= 0")
+    _check(m.language_model.condition_size >= 1, source,
+           "model.language_model.condition_size must be >= 1")
     if m.share_embeddings:
         _check(config.tokenizer.joint, source,
                "model.share_embeddings: true needs tokenizer.joint: true (one vocabulary)")
-    if config.task == "translation":
-        enc_out = m.encoder.hidden_size * (2 if m.encoder.bidirectional else 1)
-        if not m.decoder.bridge and m.encoder.cell != m.decoder.cell:
-            _check(False, source, "model.decoder.bridge: false needs the same cell in encoder "
-                                  "and decoder (or set bridge: true)")
-        if not m.decoder.bridge:
-            _check(enc_out == m.decoder.hidden_size and m.encoder.layers == m.decoder.layers,
-                   source, f"model.decoder.bridge: false needs encoder output size ({enc_out}) "
-                           f"and layers to equal the decoder's ({m.decoder.hidden_size}); "
-                           "set bridge: true")
-        if m.decoder.attention == "luong" and m.decoder.luong_score == "dot":
-            _check(enc_out == m.decoder.hidden_size, source,
-                   f"model.decoder.luong_score: dot needs encoder output size ({enc_out}) == "
-                   f"decoder hidden_size ({m.decoder.hidden_size}); use general or concat")
-        if m.tie_embeddings:
-            _check(m.embedding_size == m.decoder.hidden_size, source,
-                   f"model.tie_embeddings: true needs embedding_size ({m.embedding_size}) == "
-                   f"decoder.hidden_size ({m.decoder.hidden_size})")
+    {"translation": _validate_translation, "classification": _validate_classification,
+     "language_model": _validate_language_model}[config.task](config, source)
+
+    metrics = TASK_METRICS[config.task]
+    _check(t.early_stopping_metric in ("auto", *metrics), source,
+           f"training.early_stopping_metric = {t.early_stopping_metric!r} is not computed for "
+           f"task {config.task} (choices: auto, {', '.join(metrics)})")
     _check(t.learning_rate > 0, source, "training.learning_rate must be > 0")
     _check(t.batch_size >= 1 or t.batch_tokens >= 1, source,
            "training.batch_size or training.batch_tokens must be >= 1")
@@ -328,15 +384,65 @@ def validate(config: Config, source: str = "config") -> None:
            "training.keep_best and training.keep_last must be >= 1")
     _check(t.average_best <= t.keep_best, source,
            f"training.average_best ({t.average_best}) cannot exceed keep_best ({t.keep_best})")
+    _check(t.log_every >= 1, source, "training.log_every must be >= 1")
+
+    dec = config.decoding
     _check(dec.beam_size >= 1, source, "decoding.beam_size must be >= 1")
     _check(1 <= dec.n_best <= dec.beam_size, source,
            "decoding.n_best must be between 1 and decoding.beam_size")
     _check(dec.max_length_ratio > 0, source, "decoding.max_length_ratio must be > 0")
     _check(dec.batch_size >= 1, source, "decoding.batch_size must be >= 1")
+    gen = config.generation
+    _check(gen.max_tokens >= 1, source, "generation.max_tokens must be >= 1")
+    _check(gen.temperature > 0, source, "generation.temperature must be > 0")
+    _check(0.0 < gen.top_p <= 1.0, source, "generation.top_p must be in (0, 1]")
+    _check(gen.top_k >= 0, source, "generation.top_k must be >= 0 (0 = off)")
+    _check(gen.beam_size >= 1 and gen.num_samples >= 1, source,
+           "generation.beam_size and generation.num_samples must be >= 1")
     valid_metrics = {"bleu", "chrf", "ter"}
     for name in config.evaluation.metrics:
         _check(name in valid_metrics, source,
                f"evaluation.metrics: {name!r} is not valid (choices: bleu, chrf, ter)")
+
+
+def _validate_translation(config: Config, source: str) -> None:
+    m = config.model
+    enc_out = m.encoder.hidden_size * (2 if m.encoder.bidirectional else 1)
+    if not m.decoder.bridge and m.encoder.cell != m.decoder.cell:
+        _check(False, source, "model.decoder.bridge: false needs the same cell in encoder "
+                              "and decoder (or set bridge: true)")
+    if not m.decoder.bridge:
+        _check(enc_out == m.decoder.hidden_size and m.encoder.layers == m.decoder.layers,
+               source, f"model.decoder.bridge: false needs encoder output size ({enc_out}) "
+                       f"and layers to equal the decoder's ({m.decoder.hidden_size}); "
+                       "set bridge: true")
+    if m.decoder.attention == "luong" and m.decoder.luong_score == "dot":
+        _check(enc_out == m.decoder.hidden_size, source,
+               f"model.decoder.luong_score: dot needs encoder output size ({enc_out}) == "
+               f"decoder hidden_size ({m.decoder.hidden_size}); use general or concat")
+    if m.tie_embeddings:
+        _check(m.embedding_size == m.decoder.hidden_size, source,
+               f"model.tie_embeddings: true needs embedding_size ({m.embedding_size}) == "
+               f"decoder.hidden_size ({m.decoder.hidden_size})")
+
+
+def _validate_classification(config: Config, source: str) -> None:
+    _check(config.data.text != config.data.label, source,
+           "data.text and data.label name the same column")
+
+
+def _validate_language_model(config: Config, source: str) -> None:
+    m = config.model
+    _check(not m.encoder.bidirectional, source,
+           "model.encoder.bidirectional must be false for a language model "
+           "(it predicts each token from the ones before it)")
+    if m.tie_embeddings:
+        _check(m.embedding_size == m.encoder.hidden_size, source,
+               f"model.tie_embeddings: true needs embedding_size ({m.embedding_size}) == "
+               f"encoder.hidden_size ({m.encoder.hidden_size})")
+    if config.data.condition != "":
+        _check(config.data.lm_mode == "lines", source,
+               "data.condition needs data.lm_mode: lines (one conditioned text per row)")
 
 
 def _to_plain(value: Any) -> Any:

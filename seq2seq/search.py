@@ -1,10 +1,15 @@
-"""Greedy and beam search over any model with ``encode`` and ``decode_step``.
+"""Greedy search, beam search and sampling over any model with a ``decode_step``.
 
-Both searches work on the whole batch as one tensor (batch x beam rows for beam search) and
-drop finished sentences from the active batch as they go, so the per-step work shrinks
-instead of carrying finished rows to the longest sentence's end.
+A search starts from a decoder state the head has built (the translator's encoded source, a
+language model's consumed prompt) and the token to feed first (<s>, or the prompt's last
+token). The model supplies ``decode_step(tokens [N], state) -> (log_probs [N, V], state,
+attention or None)`` and the state a ``select(index)`` that reorders its batch rows.
 
-Length rules shared by both: a hypothesis holds at most ``max_lengths[i]`` tokens counting
+Every search works on the whole batch as one tensor (batch x beam rows for beam search) and
+drops finished sequences from the active batch as it goes, so the per-step work shrinks
+instead of carrying finished rows to the longest sequence's end.
+
+Length rules shared by all: a hypothesis holds at most ``max_lengths[i]`` tokens counting
 its final </s>; </s> is forbidden before ``min_length`` tokens.
 """
 
@@ -60,23 +65,28 @@ def _restrict_length(log_probs: torch.Tensor, step: int, max_lengths: torch.Tens
         log_probs[at_limit, EOS_ID] = torch.where(torch.isfinite(eos), eos, 0.0)
 
 
+def start_tokens(batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[B] <s> tokens: what a translator's decoder is fed first."""
+    return torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
+
+
 @torch.no_grad()
-def greedy_search(model, src: torch.Tensor, src_lengths: torch.Tensor, max_lengths: torch.Tensor,
+def greedy_search(model, state, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
                   min_length: int = 0, no_repeat_ngram: int = 0) -> list[Hypothesis]:
     """Pick the most probable token at every step.
 
     Args:
-        src: [B, S] source ids; src_lengths: [B]; max_lengths: [B] output budget incl. </s>.
+        state: the decoder state of B sequences; first_tokens: [B] the tokens fed first;
+        max_lengths: [B] output budget incl. </s>.
     Returns:
-        one Hypothesis per sentence, in input order.
+        one Hypothesis per sequence, in input order.
     """
-    batch = src.size(0)
-    device = src.device
-    state = model.encode(src, src_lengths)
+    batch = first_tokens.size(0)
+    device = first_tokens.device
     max_lengths = max_lengths.to(device)
     active = torch.arange(batch, device=device)  # original row of each active row
-    history = torch.full((batch, 0), BOS_ID, dtype=torch.long, device=device)
-    token = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
+    history = torch.empty((batch, 0), dtype=torch.long, device=device)
+    token = first_tokens
     log_prob = torch.zeros(batch, device=device)
     results: list[Hypothesis | None] = [None] * batch
     for step in range(int(max_lengths.max())):
@@ -101,7 +111,7 @@ def greedy_search(model, src: torch.Tensor, src_lengths: torch.Tensor, max_lengt
 
 
 @torch.no_grad()
-def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, max_lengths: torch.Tensor,
+def beam_search(model, state, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
                 beam_size: int, alpha: float = 1.0, n_best: int = 1, min_length: int = 0,
                 no_repeat_ngram: int = 0) -> list[list[Hypothesis]]:
     """Batched beam search; all sentences x beams advance as one [B*K, V] tensor.
@@ -111,19 +121,20 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, max_lengths
     best K others stay alive. A sentence is done once it has K finished hypotheses that no
     alive one can beat, or at its length budget; beam_size 1 reproduces greedy search.
 
+    Args:
+        state, first_tokens [B], max_lengths [B]: as for :func:`greedy_search`.
     Returns:
-        per sentence (input order), its ``n_best`` hypotheses, best first.
+        per sequence (input order), its ``n_best`` hypotheses, best first.
     """
-    batch, k = src.size(0), beam_size
-    device = src.device
-    state = model.encode(src, src_lengths)
+    batch, k = first_tokens.size(0), beam_size
+    device = first_tokens.device
     state = state.select(torch.arange(batch, device=device).repeat_interleave(k))
     max_lengths = max_lengths.to(device)
     active = torch.arange(batch, device=device)  # original sentence of each active sentence
     scores = torch.full((batch, k), NEG_INF, device=device)
     scores[:, 0] = 0.0  # all beams start identical: keep one alive to avoid duplicates
-    history = torch.full((batch * k, 0), BOS_ID, dtype=torch.long, device=device)
-    token = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
+    history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
+    token = first_tokens.repeat_interleave(k)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     kth_best = torch.full((batch,), NEG_INF, device=device)  # K-th best finished score
     for step in range(int(max_lengths.max())):
@@ -182,3 +193,67 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, max_lengths
             scores, active = scores[keep], active[keep]
         state = state.select(rows)
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in finished]
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Keep the ``top_k`` best scores and the smallest set whose probability reaches
+    ``top_p`` (nucleus); the rest become -inf. [N, V] -> [N, V]; the best token always stays."""
+    if top_k > 0 and top_k < logits.size(-1):
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, NEG_INF)
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        # Drop a token when the tokens ranked above it already reach top_p.
+        drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, NEG_INF)
+    return logits
+
+
+@torch.no_grad()
+def sample(model, state, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           generator: torch.Generator | None = None, min_length: int = 0,
+           on_step=None) -> list[Hypothesis]:
+    """Draw each token from the model's distribution (scaled by ``temperature``, filtered by
+    top-k and top-p). ``top_k=1`` is greedy search. A seeded ``generator`` makes the draw
+    reproducible.
+
+    ``on_step(rows, tokens)``, if given, is called after every step with the original row
+    indices still running and the token each drew, so text can be streamed as it comes.
+    Returns one Hypothesis per sequence (log_prob under the unfiltered model).
+    """
+    batch = first_tokens.size(0)
+    device = first_tokens.device
+    max_lengths = max_lengths.to(device)
+    active = torch.arange(batch, device=device)
+    history = torch.empty((batch, 0), dtype=torch.long, device=device)
+    token = first_tokens
+    log_prob = torch.zeros(batch, device=device)
+    results: list[Hypothesis | None] = [None] * batch
+    for step in range(int(max_lengths.max())):
+        log_probs, state, _ = model.decode_step(token, state)
+        _restrict_length(log_probs, step, max_lengths[active], min_length)
+        logits = filter_logits(log_probs / temperature, top_k, top_p)
+        if top_k == 1:
+            token = logits.argmax(-1)  # exact greedy, no draw
+        else:
+            probs = logits.softmax(-1)
+            token = torch.multinomial(probs.cpu() if generator is not None else probs, 1,
+                                      generator=generator).view(-1).to(device)
+        log_prob = log_prob + log_probs.gather(1, token.unsqueeze(1)).squeeze(1)
+        history = torch.cat([history, token.unsqueeze(1)], dim=1)
+        if on_step is not None:
+            on_step(active.tolist(), token.tolist())
+        done = token == EOS_ID
+        if bool(done.any()):
+            for row in done.nonzero(as_tuple=True)[0].tolist():
+                lp = float(log_prob[row])
+                results[int(active[row])] = Hypothesis(history[row, :-1].tolist(), lp, lp)
+            keep = (~done).nonzero(as_tuple=True)[0]
+            if keep.numel() == 0:
+                break
+            active, history, token, log_prob = active[keep], history[keep], token[keep], log_prob[keep]
+            state = state.select(keep)
+    return results  # type: ignore[return-value]

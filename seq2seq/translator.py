@@ -18,12 +18,14 @@ from .config import Config, DecodingConfig, config_from_dict
 from .data.batching import IdColumn, make_translation_batch
 from .errors import UserError
 from .models.translation import TranslationModel
+from .pretrained import load_tokenizers, open_run, weights_path
 from .runtime import select_device
-from .search import Hypothesis, beam_search, greedy_search, max_output_lengths
-from .tokenizers import Tokenizer, load_tokenizer
-from .training.checkpoint import RunDirectory, load_weights
+from .search import Hypothesis, beam_search, greedy_search, max_output_lengths, start_tokens
+from .tokenizers import Tokenizer
+from .training.checkpoint import load_weights
 
 
+@torch.no_grad()
 def decode_ids(model: TranslationModel, src: IdColumn, device: torch.device,
                decoding: DecodingConfig, indices: np.ndarray | None = None
                ) -> list[list[Hypothesis]]:
@@ -39,14 +41,15 @@ def decode_ids(model: TranslationModel, src: IdColumn, device: torch.device,
     for start in range(0, len(order), decoding.batch_size):
         chunk = order[start: start + decoding.batch_size]
         batch = make_translation_batch(src, None, chunk)
-        source = batch.src.to(device)
+        state = model.encode(batch.src.to(device), batch.src_lengths)
+        first = start_tokens(len(chunk), device)
         limits = max_output_lengths(batch.src_lengths, decoding.max_length_ratio,
                                     decoding.max_length_extra)
         if decoding.beam_size == 1:
-            found = [[h] for h in greedy_search(model, source, batch.src_lengths, limits,
+            found = [[h] for h in greedy_search(model, state, first, limits,
                                                 decoding.min_length, decoding.no_repeat_ngram)]
         else:
-            found = beam_search(model, source, batch.src_lengths, limits, decoding.beam_size,
+            found = beam_search(model, state, first, limits, decoding.beam_size,
                                 decoding.length_penalty, decoding.n_best, decoding.min_length,
                                 decoding.no_repeat_ngram)
         for row, hyps in zip(chunk.tolist(), found):
@@ -77,18 +80,10 @@ class Translator:
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto",
                         weights: str | Path | None = None) -> "Translator":
         """Load config, tokenizers and ``model.safetensors`` (or ``weights``) from ``run_dir``."""
-        run = RunDirectory(run_dir)
-        info = run.read_run_info()
-        if info.get("task") != "translation":
-            raise UserError(f"{run.path} holds a {info.get('task')} model, not a translator")
-        config = load_run_config(run)
+        run, config = open_run(run_dir, "translation")
         src_tokenizer, trg_tokenizer = load_tokenizers(run, config)
         model = TranslationModel(config.model, src_tokenizer.vocab_size, trg_tokenizer.vocab_size)
-        weights_path = Path(weights) if weights else run.model_path
-        if not weights_path.is_file():
-            raise UserError(f"{run.path}: no trained model yet ({weights_path.name} is missing; "
-                            "training writes it at the first validation)")
-        load_weights(model, weights_path)
+        load_weights(model, weights_path(run, weights))
         return cls(config, model, src_tokenizer, trg_tokenizer, select_device(device))
 
     def translate(self, sentences: list[str], beam_size: int | None = None,
@@ -132,23 +127,3 @@ class Translator:
         raw["decoding"] = dataclasses.asdict(merged)
         config_from_dict(raw, source="decoding options")  # same checks as a config file
         return merged
-
-
-def load_run_config(run: RunDirectory) -> Config:
-    import yaml
-
-    try:
-        raw = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise UserError(f"{run.config_path}: not valid YAML") from None
-    return config_from_dict(raw, source=str(run.config_path))
-
-
-def tokenizer_names(config: Config) -> tuple[str, str]:
-    return ("joint", "joint") if config.tokenizer.joint else ("src", "trg")
-
-
-def load_tokenizers(run: RunDirectory, config: Config) -> tuple[Tokenizer, Tokenizer]:
-    src_name, trg_name = tokenizer_names(config)
-    src = load_tokenizer(run.path, src_name)
-    return src, (src if trg_name == src_name else load_tokenizer(run.path, trg_name))

@@ -5,7 +5,8 @@ import torch
 
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.models.translation import TranslationModel
-from seq2seq.search import beam_search, block_repeated_ngrams, greedy_search, max_output_lengths
+from seq2seq import search
+from seq2seq.search import block_repeated_ngrams, max_output_lengths, start_tokens
 from seq2seq.tokenizers import EOS_ID, PAD_ID
 
 VOCAB = 12
@@ -25,6 +26,16 @@ def peaked_model(seed=0, cell="gru", attention="bahdanau"):
         model.output_layer.weight.mul_(3.0)
         model.output_layer.bias[EOS_ID] = 1.0
     return model
+
+
+def greedy_search(model, src, lengths, limits, **options):
+    state = model.encode(src, lengths)
+    return search.greedy_search(model, state, start_tokens(len(src)), limits, **options)
+
+
+def beam_search(model, src, lengths, limits, beam_size, **options):
+    state = model.encode(src, lengths)
+    return search.beam_search(model, state, start_tokens(len(src)), limits, beam_size, **options)
 
 
 def sources(n=24, seed=1):

@@ -14,15 +14,18 @@ from ..data.batching import BucketBatchSampler, TranslationBatch, make_translati
 from ..data.corpus import ParallelCorpus, load_parallel, tokenize_parallel, train_tokenizers
 from ..evaluation import score_translations
 from ..models.translation import TranslationModel, sequence_loss
+from ..pretrained import load_tokenizers, save_tokenizers
 from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer
 from ..training.checkpoint import RunDirectory
 from ..training.trainer import Validation
-from ..translator import decode_ids, load_tokenizers, tokenizer_names
+from ..translator import decode_ids
 
 
 class TranslationTask:
     """Implements the trainer's TrainingTask protocol for a TranslationModel."""
+
+    unit = "tokens"  # target tokens
 
     def __init__(self, config: Config, train: ParallelCorpus, dev: ParallelCorpus,
                  src_tokenizer: Tokenizer, trg_tokenizer: Tokenizer, device: torch.device,
@@ -55,10 +58,7 @@ class TranslationTask:
         else:
             src_tok, trg_tok = train_tokenizers(train_texts, config.tokenizer, config.training.seed)
             if process.is_main:
-                src_name, trg_name = tokenizer_names(config)
-                src_tok.save(run.path, src_name)
-                if trg_name != src_name:
-                    trg_tok.save(run.path, trg_name)
+                save_tokenizers(run, config, src_tok, trg_tok)
         train = tokenize_parallel(train_texts, src_tok, trg_tok, data.max_src_length,
                                   data.max_trg_length)
         dev = tokenize_parallel(dev_texts, src_tok, trg_tok, data.max_src_length,
@@ -78,11 +78,19 @@ class TranslationTask:
     def make_batch(self, indices: np.ndarray, device: torch.device) -> TranslationBatch:
         return make_translation_batch(self.train.src, self.train.trg, indices).to(device)
 
-    def loss(self, batch: TranslationBatch, teacher_forcing: float
-             ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        features, _ = self.model(batch.src, batch.src_lengths, batch.trg_input, teacher_forcing)
+    def loss(self, batch: TranslationBatch, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        features, _ = self.model(batch.src, batch.src_lengths, batch.trg_input,
+                                 self.teacher_forcing_ratio(step))
         return sequence_loss(self.model, features, batch.trg_output,
                              self.config.training.label_smoothing)
+
+    def teacher_forcing_ratio(self, step: int) -> float:
+        """Scheduled sampling: decays linearly from teacher_forcing to teacher_forcing_min."""
+        t = self.config.training
+        if t.teacher_forcing_decay_steps <= 0:
+            return t.teacher_forcing
+        progress = min(1.0, step / t.teacher_forcing_decay_steps)
+        return t.teacher_forcing + (t.teacher_forcing_min - t.teacher_forcing) * progress
 
     @torch.no_grad()
     def validate(self) -> Validation:

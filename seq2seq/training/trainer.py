@@ -35,9 +35,14 @@ class Validation:
 
 
 class TrainingTask(Protocol):
-    """What a head gives the trainer."""
+    """What a head gives the trainer.
+
+    A head may also define ``state_dict()`` / ``load_state_dict(state)`` for state that lives
+    outside the model and must survive a resume (a language model's carried hidden state).
+    """
 
     model: torch.nn.Module
+    unit: str  # what loss() counts: "tokens" (perplexity is reported) or "texts"
 
     def train_batches(self, epoch: int) -> list[Any]:
         """This epoch's batches as index arrays (deterministic in epoch)."""
@@ -45,8 +50,8 @@ class TrainingTask(Protocol):
     def make_batch(self, indices: Any, device: torch.device) -> Any:
         """Index array -> a batch on ``device``."""
 
-    def loss(self, batch: Any, teacher_forcing: float) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(loss sum to backprop, NLL sum to report, number of predicted tokens)."""
+    def loss(self, batch: Any, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(loss sum to backprop, NLL sum to report, number of predictions) at update ``step``."""
 
     def validate(self) -> Validation:
         """Score the dev set with the model in eval mode."""
@@ -83,8 +88,9 @@ class Trainer:
         self.state = TrainerState()
         self.use_amp = config.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.metric = config.early_stopping_metric
+        self.metric = config.early_stopping_metric  # "auto" is resolved when the config loads
         self.higher_is_better = HIGHER_IS_BETTER[self.metric]
+        self.per_token = getattr(task, "unit", "tokens") == "tokens"
 
     # ---- resume ----
 
@@ -97,6 +103,8 @@ class Trainer:
         torch.set_rng_state(torch_state["rng"])
         if torch.cuda.is_available() and "cuda_rng" in torch_state:
             torch.cuda.set_rng_state_all(torch_state["cuda_rng"])
+        if "task" in torch_state:
+            self.task.load_state_dict(torch_state["task"])
         self.state = TrainerState(**trainer_state)
         if self.process.is_main:
             self.run.truncate_metrics(self.state.step)
@@ -113,17 +121,12 @@ class Trainer:
         }
         if torch.cuda.is_available():
             torch_state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if hasattr(self.task, "state_dict"):
+            torch_state["task"] = self.task.state_dict()
         self.run.save_checkpoint(self.state.step, self.model, torch_state,
                                  dataclasses.asdict(self.state), self.config.keep_last)
 
     # ---- the loop ----
-
-    def teacher_forcing_ratio(self) -> float:
-        c = self.config
-        if c.teacher_forcing_decay_steps <= 0:
-            return c.teacher_forcing
-        progress = min(1.0, self.state.step / c.teacher_forcing_decay_steps)
-        return c.teacher_forcing + (c.teacher_forcing_min - c.teacher_forcing) * progress
 
     def train(self) -> TrainerState:
         """Train until max_epochs / max_steps / max_minutes or early stopping."""
@@ -159,7 +162,7 @@ class Trainer:
     def _train_epoch(self, batches: list[Any]) -> None:
         c, s = self.config, self.state
         self.model.train()
-        window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
+        window = {"loss": 0.0, "count": 0, "seconds": 0.0}
         with self._progress(len(batches)) as progress:
             bar = progress.add_task(f"epoch {s.epoch + 1}", total=len(batches),
                                     completed=s.batch_in_epoch, stats="")
@@ -167,18 +170,18 @@ class Trainer:
                 started = time.perf_counter()
                 batch = self.task.make_batch(batches[s.batch_in_epoch], self.device)
                 lr = self.schedule.apply(self.optimizer, s.step + 1)
-                nll, tokens = self._update(batch)
+                nll, count = self._update(batch)
                 s.step += 1
                 s.batch_in_epoch += 1
                 elapsed = time.perf_counter() - started
                 s.train_seconds += elapsed
                 window["loss"] += nll
-                window["tokens"] += tokens
+                window["count"] += count
                 window["seconds"] += elapsed
                 if s.step % c.log_every == 0 or s.batch_in_epoch == len(batches):
                     stats = self._log_train(window, lr)
                     progress.update(bar, stats=stats)
-                    window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
+                    window = {"loss": 0.0, "count": 0, "seconds": 0.0}
                 progress.update(bar, completed=s.batch_in_epoch)
                 if c.validate_every and s.step % c.validate_every == 0:
                     self._validate()
@@ -186,31 +189,35 @@ class Trainer:
                     self.save_checkpoint()
 
     def _update(self, batch: Any) -> tuple[float, int]:
-        """One optimizer step on one batch; returns (summed NLL, target tokens)."""
+        """One optimizer step on one batch; returns (summed NLL, predictions made)."""
         autocast = (torch.autocast("cuda", dtype=torch.float16) if self.use_amp
                     else nullcontext())
         with autocast:
-            loss, nll, tokens = self.task.loss(batch, self.teacher_forcing_ratio())
-        # Normalise by tokens so the learning rate does not depend on batch length.
-        self.scaler.scale(loss / max(tokens, 1)).backward()
+            loss, nll, count = self.task.loss(batch, self.state.step)
+        # Normalise by predictions so the learning rate does not depend on batch length.
+        self.scaler.scale(loss / max(count, 1)).backward()
         if self.config.clip_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(nll), tokens
+        return float(nll), count
 
     def _log_train(self, window: dict, lr: float) -> str:
         s = self.state
-        loss = window["loss"] / max(window["tokens"], 1)
-        speed = window["tokens"] / max(window["seconds"], 1e-9)
-        row = {"type": "train", "step": s.step, "epoch": s.epoch + 1, "loss": round(loss, 5),
-               "ppl": round(math.exp(min(loss, 50)), 3), "lr": lr,
-               "tokens_per_s": round(speed, 1), "train_seconds": round(s.train_seconds, 2)}
+        loss = window["loss"] / max(window["count"], 1)
+        speed = window["count"] / max(window["seconds"], 1e-9)
+        unit = "tokens" if self.per_token else "texts"
+        row = {"type": "train", "step": s.step, "epoch": s.epoch + 1, "loss": round(loss, 5)}
+        if self.per_token:
+            row["ppl"] = round(math.exp(min(loss, 50)), 3)
+        row.update({"lr": lr, f"{unit}_per_s": round(speed, 1),
+                    "train_seconds": round(s.train_seconds, 2)})
         if self.process.is_main:
             self.run.append_metrics(row)
-        return f"loss {loss:.3f} ppl {row['ppl']:.2f} lr {lr:.2e} {speed:,.0f} tok/s"
+        ppl = f" ppl {row['ppl']:.2f}" if self.per_token else ""
+        return f"loss {loss:.3f}{ppl} lr {lr:.2e} {speed:,.0f} {'tok' if self.per_token else 'texts'}/s"
 
     def _validate(self) -> None:
         s = self.state

@@ -1,0 +1,115 @@
+"""The Typer app and what every command shares: error handling, console, reading inputs.
+
+Every user mistake surfaces as ``error: <one line>`` on stderr and exit status 2, never a
+traceback; Ctrl-C exits with status 130 (training saves a checkpoint first).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ..errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  rich_markup_mode=None,  # help texts say "[config]" literally
+                  help="Recurrent sequence models (RNN, GRU, LSTM): train, translate, classify, "
+                       "generate and evaluate.")
+console = Console(stderr=True, soft_wrap=True)  # long lines stay whole in logs
+
+DEVICE_HELP = "auto | cpu | cuda | cuda:N."
+
+
+def user_errors(command):
+    """Turn UserError into a one-line message and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as err:
+            console.print(f"[red]error:[/red] {err}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def read_lines(path: Path) -> list[str]:
+    """Lines of a UTF-8 text file; a decoding error names the line."""
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    lines = []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                lines.append(raw.decode("utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError as err:
+                raise UserError(f"{path} line {number}: not valid UTF-8 (byte "
+                                f"0x{raw[err.start]:02x} at column {err.start + 1})") from None
+    return lines
+
+
+def read_stdin() -> list[str]:
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UserError(f"standard input line {line}: not valid UTF-8") from None
+
+
+def read_inputs(arguments: list[str] | None, input_file: Path | None) -> list[str]:
+    """The texts to process: command-line arguments, else a file, else standard input."""
+    if arguments:
+        return list(arguments)
+    if input_file is not None:
+        return read_lines(input_file)
+    return read_stdin()
+
+
+def write_output(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+
+
+@dataclass
+class EvaluateRequest:
+    """What ``seq2seq evaluate`` was asked; each head's evaluation reads the parts it needs."""
+
+    run_dir: Path
+    data: Path | None = None  # a file in the config's data format (TSV/CSV/JSONL/text)
+    split: str = "test"  # else this split of the run's config
+    src: Path | None = None  # translation: plain source and reference files
+    ref: Path | None = None
+    beam_size: int | None = None
+    length_penalty: float | None = None
+    batch_size: int | None = None
+    checkpoint: Path | None = None
+    device: str = "auto"
+    output_dir: Path | None = None  # default: RUN_DIR/eval/<split or file stem>
+    report: Path | None = None  # also write a Markdown + HTML report here
+
+    def data_name(self) -> str:
+        """A short name for the evaluated data: the split or the file's stem."""
+        chosen = self.src or self.data
+        if chosen is None:
+            return self.split
+        name = chosen.name
+        for suffix in (".gz", ".tsv", ".csv", ".jsonl", ".json", ".txt"):
+            name = name.removesuffix(suffix)
+        return name or "data"
+
+    def out_dir(self) -> Path:
+        return self.output_dir or self.run_dir / "eval" / self.data_name()

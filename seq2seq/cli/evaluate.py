@@ -1,0 +1,55 @@
+"""``seq2seq evaluate RUN_DIR``: score any trained run on held-out data (the run's task decides how)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import UserError
+from .app import DEVICE_HELP, EvaluateRequest, app, user_errors
+
+SPLITS = ("train", "dev", "test")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Held-out data in the config's "
+                                        "format (TSV/CSV/JSONL/text) [the config's --split]."),
+    split: str = typer.Option("test", help="Config data split when no file is given."),
+    src: Optional[Path] = typer.Option(None, help="Translation: source sentences, one per line."),
+    ref: Optional[Path] = typer.Option(None, help="Translation: references, one per line."),
+    beam_size: Optional[int] = typer.Option(None, help="Translation: 1 = greedy [config]."),
+    length_penalty: Optional[float] = typer.Option(None, help="Translation: GNMT alpha [config]."),
+    batch_size: Optional[int] = typer.Option(None, help="Examples per batch."),
+    output_dir: Optional[Path] = typer.Option(None, help="Where metrics.json goes "
+                                              "[RUN_DIR/eval/<split or file>]."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Weights to use [model.safetensors]."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+) -> None:
+    """Score a trained model: BLEU/chrF/TER (translation), accuracy/F1 (classification),
+    perplexity (language model). Writes metrics.json."""
+    from ..pretrained import run_task
+    from ..runtime import configure_threads
+
+    if split not in SPLITS:
+        raise UserError(f"--split {split!r} is not valid (choices: {', '.join(SPLITS)})")
+    configure_threads(0)
+    request = EvaluateRequest(run_dir=run_dir, data=data, split=split, src=src, ref=ref,
+                              beam_size=beam_size, length_penalty=length_penalty,
+                              batch_size=batch_size, checkpoint=checkpoint, device=device,
+                              output_dir=output_dir)
+    task = run_task(run_dir)
+    if task == "translation":
+        from .translate import evaluate_translation as evaluate_run
+    elif task == "classification":
+        from .classify import evaluate_classification as evaluate_run
+    else:
+        from .generate import evaluate_language_model as evaluate_run
+    if task != "translation" and (src or ref):
+        raise UserError(f"--src/--ref are for translation runs; {run_dir} is a {task} run "
+                        "(use --data FILE)")
+    evaluate_run(request)

@@ -1,0 +1,117 @@
+"""``seq2seq translate RUN_DIR`` and the translation side of ``seq2seq evaluate``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import UserError
+from .app import DEVICE_HELP, EvaluateRequest, app, console, read_inputs, read_lines, user_errors, write_output
+
+
+@app.command()
+@user_errors
+def translate(
+    run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`."),
+    sentences: Optional[list[str]] = typer.Argument(None, help="Sentences to translate."),
+    input_file: Optional[Path] = typer.Option(None, "--input", "-i",
+                                              help="One sentence per line [stdin]."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write here [stdout]."),
+    beam_size: Optional[int] = typer.Option(None, help="1 = greedy [config]."),
+    n_best: Optional[int] = typer.Option(None, help="Hypotheses per sentence, with scores."),
+    length_penalty: Optional[float] = typer.Option(None, help="GNMT alpha [config]."),
+    max_length_ratio: Optional[float] = typer.Option(None, help="Output length / source."),
+    min_length: Optional[int] = typer.Option(None, help="Minimum output tokens."),
+    no_repeat_ngram: Optional[int] = typer.Option(None, help="Block repeated n-grams."),
+    batch_size: Optional[int] = typer.Option(None, help="Sentences per batch."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Weights to use [model.safetensors]."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+) -> None:
+    """Translate sentences from arguments, a file or stdin; one output line per input line."""
+    from ..runtime import configure_threads
+    from ..translator import Translator
+
+    configure_threads(0)
+    lines = read_inputs(sentences, input_file)
+    translator = Translator.from_pretrained(run_dir, device=device, weights=checkpoint)
+    results = translator.translate(
+        lines, beam_size=beam_size, n_best=n_best, length_penalty=length_penalty,
+        max_length_ratio=max_length_ratio, min_length=min_length,
+        no_repeat_ngram=no_repeat_ngram, batch_size=batch_size)
+    if translator.truncated:
+        console.print(f"note: {translator.truncated} sentence(s) longer than "
+                      f"{translator.config.data.max_src_length} tokens were truncated")
+    if n_best is None:
+        text = "".join(line + "\n" for line in results)
+    else:
+        text = "".join(f"{i}\t{t.score:.4f}\t{t.text}\n"
+                       for i, hyps in enumerate(results) for t in hyps)
+    write_output(text, output)
+
+
+def evaluate_translation(request: EvaluateRequest) -> dict:
+    """Translate a test set and score it with sacrebleu (BLEU, chrF, TER)."""
+    from ..data.corpus import load_parallel
+    from ..evaluation import score_translations
+    from ..training.checkpoint import atomic_write_text
+    from ..translator import Translator
+
+    translator = Translator.from_pretrained(request.run_dir, device=request.device,
+                                            weights=request.checkpoint)
+    config = translator.config
+    if (request.src is None) != (request.ref is None):
+        raise UserError("give both --src and --ref, or neither (to use --data or a config split)")
+    if request.src is not None:
+        sources, references = read_lines(request.src), read_lines(request.ref)
+        if len(sources) != len(references):
+            raise UserError(f"{request.src} has {len(sources)} lines but {request.ref} has "
+                            f"{len(references)}")
+        described = f"{request.src} + {request.ref}"
+    else:
+        data = config.data
+        if request.data is not None:
+            data = _with_split(data, "test", str(request.data))
+            described = str(request.data)
+        else:
+            described = f"{request.split}: {getattr(config.data, request.split)}"
+        texts = load_parallel(data, "test" if request.data else request.split, drop_empty=False)
+        sources, references = texts["src"], texts["trg"]
+    options = dict(beam_size=request.beam_size, length_penalty=request.length_penalty,
+                   batch_size=request.batch_size)
+    started = time.perf_counter()
+    hypotheses = translator.translate(sources, **options)
+    seconds = time.perf_counter() - started
+    decoding = translator.decoding_config(**options)
+    scores = score_translations(hypotheses, references, config.evaluation.metrics,
+                                config.evaluation.tokenize, config.evaluation.lowercase)
+    for score in scores.values():
+        typer.echo(score.text)
+        typer.echo(f"  signature: {score.signature}")
+    typer.echo(f"{len(sources)} sentences in {seconds:.1f} s "
+               f"({len(sources) / max(seconds, 1e-9):.1f} sentences/s), beam {decoding.beam_size}")
+    metrics = {
+        "task": "translation",
+        "data": described,
+        "sentences": len(sources),
+        **{k: round(s.value, 4) for k, s in scores.items()},
+        "signatures": {k: s.signature for k, s in scores.items()},
+        "decoding": {"beam_size": decoding.beam_size, "length_penalty": decoding.length_penalty,
+                     "max_length_ratio": decoding.max_length_ratio},
+        "seconds": round(seconds, 3),
+        "truncated": translator.truncated,
+    }
+    out = request.out_dir()
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "hypotheses.txt", "".join(h + "\n" for h in hypotheses))
+    console.print(f"wrote {out / 'metrics.json'}")
+    return metrics
+
+
+def _with_split(data, split: str, path: str):
+    import dataclasses
+
+    return dataclasses.replace(data, **{split: path})

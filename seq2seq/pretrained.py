@@ -1,0 +1,82 @@
+"""Open a trained run directory for inference: its task, config, tokenizers and weights.
+
+Every inference object (Translator, Classifier, Generator) loads through here, so a missing
+file, a run from another format version or a run of the wrong task is reported the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from .config import Config, config_from_dict
+from .errors import UserError
+from .tokenizers import Tokenizer, load_tokenizer
+from .training.checkpoint import RunDirectory
+
+# The command that uses each task's runs, for messages that point the user the right way.
+TASK_COMMANDS = {"translation": "translate", "classification": "classify",
+                 "language_model": "generate"}
+
+
+def open_run(run_dir: str | Path, task: str | None = None) -> tuple[RunDirectory, Config]:
+    """Check ``run_dir`` is a readable run (of ``task``, if given); return it and its config."""
+    run = RunDirectory(run_dir)
+    info = run.read_run_info()
+    found = info.get("task")
+    if task is not None and found != task:
+        raise UserError(f"{run.path} holds a {found} model, not a {task} model "
+                        f"(use `seq2seq {TASK_COMMANDS.get(found, 'evaluate')}`)")
+    return run, load_run_config(run)
+
+
+def run_task(run_dir: str | Path) -> str:
+    """The task a run directory was trained for."""
+    run = RunDirectory(run_dir)
+    task = run.read_run_info().get("task")
+    if task not in TASK_COMMANDS:
+        raise UserError(f"{run.path}/run.json names an unknown task {task!r}")
+    return task
+
+
+def load_run_config(run: RunDirectory) -> Config:
+    try:
+        raw = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise UserError(f"{run.config_path}: not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{run.config_path}: expected a mapping of sections")
+    return config_from_dict(raw, source=str(run.config_path))
+
+
+def tokenizer_names(config: Config) -> tuple[str, str]:
+    """File names (without extension) of the input and output tokenizers in a run."""
+    if config.task != "translation":
+        return "text", "text"
+    return ("joint", "joint") if config.tokenizer.joint else ("src", "trg")
+
+
+def load_tokenizers(run: RunDirectory, config: Config) -> tuple[Tokenizer, Tokenizer]:
+    """(input, output) tokenizers; the same object when there is one vocabulary."""
+    src_name, trg_name = tokenizer_names(config)
+    src = load_tokenizer(run.path, src_name)
+    return src, (src if trg_name == src_name else load_tokenizer(run.path, trg_name))
+
+
+def save_tokenizers(run: RunDirectory, config: Config, src: Tokenizer, trg: Tokenizer) -> None:
+    src_name, trg_name = tokenizer_names(config)
+    src.save(run.path, src_name)
+    if trg_name != src_name:
+        trg.save(run.path, trg_name)
+
+
+def weights_path(run: RunDirectory, weights: str | Path | None = None) -> Path:
+    """``weights`` if given, else the run's model.safetensors; it must exist."""
+    path = Path(weights) if weights else run.model_path
+    if not path.is_file():
+        if weights:
+            raise UserError(f"weights file not found: {path}")
+        raise UserError(f"{run.path}: no trained model yet ({path.name} is missing; "
+                        "training writes it at the first validation)")
+    return path
