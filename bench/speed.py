@@ -50,7 +50,7 @@ def train(config: Path, run_dir: Path, steps: int) -> dict:
 def decode(run_dir: Path, beam: int) -> dict:
     from seq2seq import Translator
     from seq2seq.data.corpus import load_parallel
-    from seq2seq.evaluation import score_translations
+    from seq2seq.metrics.translation import score_translations
 
     translator = Translator.from_pretrained(run_dir, device="cpu")
     texts = load_parallel(translator.config.data, "test", drop_empty=False)

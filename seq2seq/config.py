@@ -179,7 +179,8 @@ class DecodingConfig:
     min_length: int = 0
     no_repeat_ngram: int = 0
     n_best: int = 1
-    batch_size: int = 64  # sentences per decoding batch
+    batch_size: int = 64  # sentences per decoding batch ...
+    batch_tokens: int = 0  # ... or, if > 0, at most this many source tokens (padding included)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .config import Config, DecodingConfig, config_from_dict
-from .data.batching import IdColumn, make_translation_batch
+from .data.batching import BucketBatchSampler, IdColumn, make_translation_batch
 from .errors import UserError
 from .models.translation import TranslationModel
 from .pretrained import load_tokenizers, open_run, weights_path
@@ -36,10 +36,11 @@ def decode_ids(model: TranslationModel, src: IdColumn, device: torch.device,
     """
     model.eval()
     rows = np.arange(len(src)) if indices is None else np.asarray(indices)
-    order = rows[np.argsort(src.lengths()[rows], kind="stable")]
+    sampler = BucketBatchSampler(src.lengths()[rows] + 1, batch_size=decoding.batch_size,
+                                 batch_tokens=decoding.batch_tokens, shuffle=False)
     results: dict[int, list[Hypothesis]] = {}
-    for start in range(0, len(order), decoding.batch_size):
-        chunk = order[start: start + decoding.batch_size]
+    for positions in sampler.epoch_batches(0):
+        chunk = rows[positions]
         batch = make_translation_batch(src, None, chunk)
         state = model.encode(batch.src.to(device), batch.src_lengths)
         first = start_tokens(len(chunk), device)

@@ -159,3 +159,59 @@ def test_block_repeated_ngrams_unit():
     block_repeated_ngrams(log_probs, history, 2)  # "5 6" was seen, so 6 may not follow 5
     assert log_probs[0, 6] == float("-inf")
     assert torch.isfinite(log_probs[0, [0, 1, 2, 3, 4, 5, 7, 8, 9]]).all()
+
+
+def sample(model, src, lengths, limits, **options):
+    state = model.encode(src, lengths)
+    return search.sample(model, state, start_tokens(len(src)), limits, **options)
+
+
+def test_sampling_with_top_k_one_is_greedy():
+    model = peaked_model()
+    src, lengths = sources()
+    limits = max_output_lengths(lengths, 2.0, 3)
+    greedy = greedy_search(model, src, lengths, limits)
+    drawn = sample(model, src, lengths, limits, top_k=1, temperature=0.7)
+    assert [g.tokens for g in greedy] == [d.tokens for d in drawn]
+
+
+def test_sampling_is_reproducible_with_a_seed_and_varies_without():
+    model = peaked_model()
+    src, lengths = sources()
+    limits = max_output_lengths(lengths, 2.0, 3)
+
+    def draw(seed):
+        generator = torch.Generator().manual_seed(seed)
+        return [h.tokens for h in sample(model, src, lengths, limits, temperature=1.5,
+                                          generator=generator)]
+
+    assert draw(7) == draw(7)
+    assert draw(7) != draw(8)
+
+
+def test_sampled_log_probs_are_the_models():
+    model = peaked_model()
+    src, lengths = sources(n=4)
+    limits = max_output_lengths(lengths, 2.0, 3)
+    hyps = sample(model, src, lengths, limits, generator=torch.Generator().manual_seed(0))
+    for i, hyp in enumerate(hyps):
+        state = model.encode(src[i: i + 1], lengths[i: i + 1])
+        token, total = torch.tensor([2]), 0.0
+        with torch.no_grad():
+            for t in hyp.tokens + [EOS_ID]:
+                log_probs, state, _ = model.decode_step(token, state)
+                total += float(log_probs[0, t])
+                token = torch.tensor([t])
+        assert hyp.log_prob == pytest.approx(total, abs=1e-4)
+
+
+def test_filter_logits_top_k_and_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = torch.isfinite(search.filter_logits(logits, top_k=2))
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = torch.isfinite(search.filter_logits(logits, top_p=0.79))  # 0.5 + 0.3 reaches it
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = torch.isfinite(search.filter_logits(logits, top_p=0.81))
+    assert kept.tolist() == [[True, True, True, False]]
+    kept = torch.isfinite(search.filter_logits(logits, top_p=0.1))  # the best always stays
+    assert kept.tolist() == [[True, False, False, False]]

@@ -119,7 +119,7 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 def write_signature(run, config: Config) -> None:
     """Keep sacrebleu's signatures (metric settings + version) with the run."""
-    from ..evaluation import score_translations
+    from ..metrics.translation import score_translations
     from ..training.checkpoint import atomic_write_text
 
     e = config.evaluation

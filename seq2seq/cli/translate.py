@@ -27,7 +27,8 @@ def translate(
     max_length_ratio: Optional[float] = typer.Option(None, help="Output length / source."),
     min_length: Optional[int] = typer.Option(None, help="Minimum output tokens."),
     no_repeat_ngram: Optional[int] = typer.Option(None, help="Block repeated n-grams."),
-    batch_size: Optional[int] = typer.Option(None, help="Sentences per batch."),
+    batch_size: Optional[int] = typer.Option(None, help="Sentences per batch [config]."),
+    batch_tokens: Optional[int] = typer.Option(None, help="Or: source tokens per batch."),
     checkpoint: Optional[Path] = typer.Option(None, help="Weights to use [model.safetensors]."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
@@ -41,7 +42,7 @@ def translate(
     results = translator.translate(
         lines, beam_size=beam_size, n_best=n_best, length_penalty=length_penalty,
         max_length_ratio=max_length_ratio, min_length=min_length,
-        no_repeat_ngram=no_repeat_ngram, batch_size=batch_size)
+        no_repeat_ngram=no_repeat_ngram, batch_size=batch_size, batch_tokens=batch_tokens)
     if translator.truncated:
         console.print(f"note: {translator.truncated} sentence(s) longer than "
                       f"{translator.config.data.max_src_length} tokens were truncated")
@@ -56,7 +57,7 @@ def translate(
 def evaluate_translation(request: EvaluateRequest) -> dict:
     """Translate a test set and score it with sacrebleu (BLEU, chrF, TER)."""
     from ..data.corpus import load_parallel
-    from ..evaluation import score_translations
+    from ..metrics.translation import score_translations
     from ..training.checkpoint import atomic_write_text
     from ..translator import Translator
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from ..config import Config
 from ..data.batching import BucketBatchSampler, TranslationBatch, make_translation_batch
 from ..data.corpus import ParallelCorpus, load_parallel, tokenize_parallel, train_tokenizers
-from ..evaluation import score_translations
+from ..metrics.translation import score_translations
 from ..models.translation import TranslationModel, sequence_loss
 from ..pretrained import load_tokenizers, save_tokenizers
 from ..runtime import ProcessInfo

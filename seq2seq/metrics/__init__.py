@@ -1,0 +1,1 @@
+"""Metrics of each head: translation (sacrebleu), classification, language modelling."""
