@@ -21,8 +21,8 @@ from .models.translation import TranslationModel
 from .pretrained import load_tokenizers, open_run, weights_path
 from .runtime import select_device
 from .search import Hypothesis, beam_search, greedy_search, max_output_lengths, start_tokens
-from .tokenizers import Tokenizer
-from .training.checkpoint import load_weights
+from .tokenizers import BOS_ID, EOS_ID, Tokenizer
+from .training.checkpoint import RunDirectory, load_weights
 
 
 @torch.no_grad()
@@ -69,8 +69,10 @@ class Translator:
     """A trained translator loaded from a run directory."""
 
     def __init__(self, config: Config, model: TranslationModel, src_tokenizer: Tokenizer,
-                 trg_tokenizer: Tokenizer, device: torch.device) -> None:
+                 trg_tokenizer: Tokenizer, device: torch.device,
+                 run: RunDirectory | None = None) -> None:
         self.config = config
+        self.run = run  # where it was loaded from (None for a model built in memory)
         self.model = model.to(device).eval()
         self.src_tokenizer = src_tokenizer
         self.trg_tokenizer = trg_tokenizer
@@ -85,7 +87,7 @@ class Translator:
         src_tokenizer, trg_tokenizer = load_tokenizers(run, config)
         model = TranslationModel(config.model, src_tokenizer.vocab_size, trg_tokenizer.vocab_size)
         load_weights(model, weights_path(run, weights))
-        return cls(config, model, src_tokenizer, trg_tokenizer, select_device(device))
+        return cls(config, model, src_tokenizer, trg_tokenizer, select_device(device), run)
 
     def translate(self, sentences: list[str], beam_size: int | None = None,
                   n_best: int | None = None, **decoding_options) -> list[str] | list[list[Translation]]:
@@ -112,6 +114,27 @@ class Translator:
         if n_best is None:
             return [r[0].text for r in results]
         return results
+
+    @torch.no_grad()
+    def attention(self, source: str, translation: str
+                  ) -> tuple[list[str], list[str], np.ndarray] | None:
+        """Where the model looks while it writes ``translation`` of ``source`` (teacher-forced).
+
+        Returns (source pieces + </s>, target pieces + </s>, weights [T, S]), or None for a
+        model without attention.
+        """
+        if self.model.decoder.attention is None:
+            return None
+        limit = self.config.data.max_src_length - 1
+        src_ids = self.src_tokenizer.encode(source)[:limit]
+        trg_ids = self.trg_tokenizer.encode(translation)
+        src = torch.tensor([src_ids + [EOS_ID]], device=self.device)
+        trg_input = torch.tensor([[BOS_ID] + trg_ids], device=self.device)
+        _, weights = self.model(src, torch.tensor([len(src_ids) + 1]), trg_input,
+                                return_attention=True)
+        pieces = ([self.src_tokenizer.id_to_token(i) for i in src_ids] + ["</s>"],
+                  [self.trg_tokenizer.id_to_token(i) for i in trg_ids] + ["</s>"])
+        return pieces[0], pieces[1], weights[0].float().cpu().numpy()
 
     def decoding_config(self, **options) -> DecodingConfig:
         """The run's decoding settings with the given non-None options replaced (validated)."""

@@ -100,6 +100,8 @@ class EvaluateRequest:
     device: str = "auto"
     output_dir: Path | None = None  # default: RUN_DIR/eval/<split or file stem>
     report: Path | None = None  # also write a Markdown + HTML report here
+    compare_run: Path | None = None  # translation report: compare with this run's translations
+    compare_beam_size: int | None = None  # ... or with this run at another beam size
 
     def data_name(self) -> str:
         """A short name for the evaluated data: the split or the file's stem."""

@@ -27,22 +27,65 @@ def evaluate(
     batch_size: Optional[int] = typer.Option(None, help="Examples per batch."),
     output_dir: Optional[Path] = typer.Option(None, help="Where metrics.json goes "
                                               "[RUN_DIR/eval/<split or file>]."),
+    report: Optional[Path] = typer.Option(None, help="Also write report.md, report.html and "
+                                          "metrics.json into this directory."),
+    compare_run: Optional[Path] = typer.Option(None, help="Translation report: compare with "
+                                               "another run on the same data (paired bootstrap)."),
+    compare_beam_size: Optional[int] = typer.Option(None, help="Translation report: compare "
+                                                    "with this run at another beam size."),
     checkpoint: Optional[Path] = typer.Option(None, help="Weights to use [model.safetensors]."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Score a trained model: BLEU/chrF/TER (translation), accuracy/F1 (classification),
-    perplexity (language model). Writes metrics.json."""
-    from ..pretrained import run_task
-    from ..runtime import configure_threads
-
-    if split not in SPLITS:
-        raise UserError(f"--split {split!r} is not valid (choices: {', '.join(SPLITS)})")
-    configure_threads(0)
+    perplexity (language model). Writes metrics.json (and a report with --report)."""
     request = EvaluateRequest(run_dir=run_dir, data=data, split=split, src=src, ref=ref,
                               beam_size=beam_size, length_penalty=length_penalty,
                               batch_size=batch_size, checkpoint=checkpoint, device=device,
-                              output_dir=output_dir)
+                              output_dir=output_dir, report=report, compare_run=compare_run,
+                              compare_beam_size=compare_beam_size)
+    run_evaluation(request)
+
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Held-out data in the config's "
+                                        "format [the config's test split, else dev]."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory "
+                                          "[RUN_DIR/report]."),
+    compare_beam_size: Optional[int] = typer.Option(None, help="Translation: also decode with "
+                                                    "this beam size and compare."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+) -> None:
+    """Write the report of a finished training run: evaluation on held-out data, training
+    curves, model, data and settings (report.md, report.html, metrics.json)."""
+    from ..pretrained import open_run
+
+    _, config = open_run(run_dir)
+    split = "test" if config.data.test else "dev"
+    if data is None and not getattr(config.data, split):
+        raise UserError(f"{run_dir}: the config names no test or dev data; give --data FILE")
+    directory = output or run_dir / "report"
+    request = EvaluateRequest(run_dir=run_dir, data=data, split=split, device=device,
+                              output_dir=directory, report=directory,
+                              compare_beam_size=compare_beam_size)
+    run_evaluation(request)
+
+
+def run_evaluation(request: EvaluateRequest) -> dict:
+    """Check the request and hand it to the evaluation of the run's task."""
+    from ..pretrained import run_task
+    from ..runtime import configure_threads
+
+    if request.split not in SPLITS:
+        raise UserError(f"--split {request.split!r} is not valid (choices: {', '.join(SPLITS)})")
+    configure_threads(0)
+    run_dir, src, ref = request.run_dir, request.src, request.ref
     task = run_task(run_dir)
+    if task != "translation" and (request.compare_run or request.compare_beam_size):
+        raise UserError("--compare-run/--compare-beam-size are for translation runs; "
+                        f"{run_dir} is a {task} run")
     if task == "translation":
         from .translate import evaluate_translation as evaluate_run
     elif task == "classification":
@@ -52,4 +95,4 @@ def evaluate(
     if task != "translation" and (src or ref):
         raise UserError(f"--src/--ref are for translation runs; {run_dir} is a {task} run "
                         "(use --data FILE)")
-    evaluate_run(request)
+    return evaluate_run(request)

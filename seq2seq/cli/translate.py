@@ -71,16 +71,14 @@ def evaluate_translation(request: EvaluateRequest) -> dict:
         if len(sources) != len(references):
             raise UserError(f"{request.src} has {len(sources)} lines but {request.ref} has "
                             f"{len(references)}")
-        described = f"{request.src} + {request.ref}"
+        described, files = f"{request.src} + {request.ref}", [request.src, request.ref]
     else:
-        data = config.data
-        if request.data is not None:
-            data = _with_split(data, "test", str(request.data))
-            described = str(request.data)
-        else:
-            described = f"{request.split}: {getattr(config.data, request.split)}"
-        texts = load_parallel(data, "test" if request.data else request.split, drop_empty=False)
+        split = "test" if request.data else request.split
+        data = _with_split(config.data, split, str(request.data)) if request.data else config.data
+        described = str(request.data) if request.data else f"{split}: {getattr(data, split)}"
+        texts = load_parallel(data, split, drop_empty=False)
         sources, references = texts["src"], texts["trg"]
+        files = _split_files(data, split)
     options = dict(beam_size=request.beam_size, length_penalty=request.length_penalty,
                    batch_size=request.batch_size)
     started = time.perf_counter()
@@ -106,13 +104,44 @@ def evaluate_translation(request: EvaluateRequest) -> dict:
         "truncated": translator.truncated,
     }
     out = request.out_dir()
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
     atomic_write_text(out / "hypotheses.txt", "".join(h + "\n" for h in hypotheses))
+    if request.report is not None:
+        from ..reporting.translation import write_translation_report
+
+        comparison = _comparison(request, translator, sources)
+        metrics = write_translation_report(request.report, translator, described, files, sources,
+                                           references, hypotheses, metrics, seconds, comparison)
+        console.print(f"wrote {request.report / 'report.html'} and {request.report / 'report.md'}")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
     console.print(f"wrote {out / 'metrics.json'}")
     return metrics
+
+
+def _comparison(request: EvaluateRequest, translator, sources: list[str]):
+    """The other system of a report's side-by-side comparison, if one was asked for."""
+    from ..reporting.translation import Comparison
+    from ..translator import Translator
+
+    if request.compare_run is not None:
+        other = Translator.from_pretrained(request.compare_run, device=request.device)
+        return Comparison(str(request.compare_run),
+                          other.translate(sources, batch_size=request.batch_size))
+    if request.compare_beam_size is not None:
+        return Comparison(f"beam {request.compare_beam_size}",
+                          translator.translate(sources, beam_size=request.compare_beam_size,
+                                               batch_size=request.batch_size))
+    return None
 
 
 def _with_split(data, split: str, path: str):
     import dataclasses
 
     return dataclasses.replace(data, **{split: path})
+
+
+def _split_files(data, split: str) -> list[Path]:
+    """The files a split was read from (two for a plain-text pair)."""
+    path = Path(getattr(data, split))
+    if path.is_file():
+        return [path]
+    return [Path(f"{path}.{data.src}"), Path(f"{path}.{data.trg}")]

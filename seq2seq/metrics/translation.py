@@ -32,3 +32,32 @@ def score_translations(hypotheses: list[str], references: list[str],
         result = metric.corpus_score(hypotheses, [references])
         scores[name] = Score(name, float(result.score), str(metric.get_signature()), str(result))
     return scores
+
+
+def sentence_chrf(hypotheses: list[str], references: list[str]) -> list[float]:
+    """chrF of each hypothesis against its reference (for finding best and worst cases)."""
+    metric = CHRF()
+    return [metric.sentence_score(h, [r]).score for h, r in zip(hypotheses, references)]
+
+
+def paired_bootstrap(baseline: list[str], system: list[str], references: list[str],
+                     tokenize: str = "13a", lowercase: bool = False,
+                     samples: int = 1000) -> dict[str, dict[str, float]]:
+    """sacrebleu's paired bootstrap resampling: is ``system`` better than ``baseline``?
+
+    Returns per metric (BLEU, chrF): both scores, the system's bootstrap mean and 95% CI,
+    and the p-value of the difference (seeded by sacrebleu, so repeatable).
+    """
+    from sacrebleu.significance import PairedTest
+
+    metrics = {"bleu": BLEU(tokenize=tokenize, lowercase=lowercase), "chrf": CHRF()}
+    test = PairedTest([("baseline", baseline), ("system", system)], metrics, [references],
+                      test_type="bs", n_samples=samples)
+    _, scores = test()  # keyed by sacrebleu's display names (BLEU, chrF2), in our order
+    results = {}
+    named = [(k, v) for k, v in scores.items() if k != "System"]
+    for name, (_, (base, other)) in zip(metrics, named):
+        results[name] = {"baseline": round(float(base.score), 4), "system": round(float(other.score), 4),
+                         "system_mean": round(float(other.mean), 4), "system_ci95": round(float(other.ci), 4),
+                         "p_value": round(float(other.p_value), 4)}
+    return results

@@ -1,0 +1,179 @@
+"""The translation report: scores, BLEU by source length, best and worst sentences, attention
+heatmaps, and an optional side-by-side comparison with a paired bootstrap test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..metrics.translation import paired_bootstrap, score_translations, sentence_chrf
+from . import plots
+from .document import Document
+
+# Source-length buckets (in words), chosen so that short everyday sentences and long
+# descriptive ones land in different buckets.
+LENGTH_EDGES = (5, 10, 15, 20, 30)
+SAMPLE_ROWS = 5
+HEATMAPS = 3
+HEATMAP_MAX_TOKENS = 30
+
+
+@dataclass
+class Comparison:
+    """Another system's hypotheses on the same sentences (another run or other decoding)."""
+
+    name: str
+    hypotheses: list[str]
+
+
+def length_buckets(sources: list[str]) -> tuple[list[str], np.ndarray]:
+    """(bucket labels, bucket index of each source sentence) by source length in words."""
+    labels, low = [], 1
+    for high in LENGTH_EDGES:
+        labels.append(f"{low}-{high}")
+        low = high + 1
+    labels.append(f"{low}+")
+    lengths = np.array([len(s.split()) for s in sources])
+    return labels, np.searchsorted(np.array(LENGTH_EDGES), lengths, side="left")
+
+
+def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[str],
+                   tokenize: str, lowercase: bool) -> list[dict[str, Any]]:
+    """Corpus BLEU of each source-length bucket (empty buckets left out)."""
+    labels, which = length_buckets(sources)
+    rows = []
+    for index, label in enumerate(labels):
+        chosen = np.flatnonzero(which == index)
+        if len(chosen) == 0:
+            continue
+        score = score_translations([hypotheses[i] for i in chosen], [references[i] for i in chosen],
+                                   ("bleu",), tokenize, lowercase)["bleu"]
+        rows.append({"words": label, "sentences": int(len(chosen)), "bleu": round(score.value, 2)})
+    return rows
+
+
+def translation_sections(doc: Document, metrics: dict[str, Any], translator, sources: list[str],
+                         references: list[str], hypotheses: list[str],
+                         comparison: Comparison | None = None) -> dict[str, Any]:
+    """Add the translation sections to ``doc``; return the extra metrics they computed."""
+    evaluation = translator.config.evaluation
+    extra: dict[str, Any] = {}
+
+    doc.heading("Scores")
+    names = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER"}
+    doc.table(["metric", "score", "sacrebleu signature"],
+              [[names[k], metrics[k], metrics["signatures"][k]] for k in names if k in metrics])
+
+    doc.heading("BLEU by source length")
+    by_length = bleu_by_length(sources, hypotheses, references, evaluation.tokenize,
+                               evaluation.lowercase)
+    extra["bleu_by_source_length"] = by_length
+    doc.figure("bleu_by_length", plots.bars(
+        [r["words"] for r in by_length], [r["bleu"] for r in by_length],
+        "BLEU by source length", "source length (words)", "corpus BLEU of the bucket",
+        counts=[r["sentences"] for r in by_length]),
+        "Corpus BLEU of the sentences in each source-length bucket (n = sentences).")
+    doc.table(["source words", "sentences", "BLEU"],
+              [[r["words"], r["sentences"], r["bleu"]] for r in by_length])
+
+    chrf = sentence_chrf(hypotheses, references)
+    _samples(doc, sources, references, hypotheses, chrf)
+    _attention(doc, translator, sources, hypotheses)
+    if comparison is not None:
+        extra["comparison"] = _comparison(doc, metrics, comparison, hypotheses, references,
+                                          evaluation.tokenize, evaluation.lowercase)
+    return extra
+
+
+def _samples(doc: Document, sources, references, hypotheses, chrf: list[float]) -> None:
+    doc.heading("Sample translations")
+    doc.text("Sentence-level chrF against the reference; the best and the worst "
+             f"{SAMPLE_ROWS} non-empty sentences of the set, then the first {SAMPLE_ROWS}.")
+    scored = [i for i, s in enumerate(sources) if s.strip()]
+    ranked = sorted(scored, key=lambda i: chrf[i])
+    groups = (("best", ranked[::-1][:SAMPLE_ROWS]), ("worst", ranked[:SAMPLE_ROWS]),
+              ("first", scored[:SAMPLE_ROWS]))
+    rows = [[group, i + 1, sources[i], references[i], hypotheses[i], round(chrf[i], 1)]
+            for group, chosen in groups for i in chosen]
+    doc.table(["", "line", "source", "reference", "hypothesis", "chrF"], rows)
+
+
+def _attention(doc: Document, translator, sources, hypotheses) -> None:
+    doc.heading("Attention")
+    if translator.model.decoder.attention is None:
+        doc.text("This model has no attention (model.decoder.attention: none), so there are "
+                 "no attention maps to show.", note=True)
+        return
+    shown = 0
+    for i, (source, hypothesis) in enumerate(zip(sources, hypotheses)):
+        if shown == HEATMAPS:
+            break
+        if not source.strip():
+            continue
+        found = translator.attention(source, hypothesis)
+        src_pieces, trg_pieces, weights = found
+        if max(len(src_pieces), len(trg_pieces)) > HEATMAP_MAX_TOKENS:
+            continue
+        doc.figure(f"attention_{i + 1}", plots.heatmap(
+            weights, src_pieces, trg_pieces, f"Attention, sentence {i + 1}",
+            "source token", "output token", "attention weight", value_range=(0.0, 1.0)),
+            f"Attention weights of line {i + 1}: each row is one output token, each column a "
+            "source token; rows sum to 1.")
+        shown += 1
+    if shown == 0:
+        doc.text(f"No sentence short enough (at most {HEATMAP_MAX_TOKENS} tokens) to draw.",
+                 note=True)
+
+
+def _comparison(doc: Document, metrics: dict[str, Any], comparison: Comparison,
+                hypotheses: list[str], references: list[str], tokenize: str,
+                lowercase: bool) -> dict[str, Any]:
+    doc.heading(f"Comparison with {comparison.name}")
+    test = paired_bootstrap(comparison.hypotheses, hypotheses, references, tokenize, lowercase)
+    rows = [[{"bleu": "BLEU", "chrf": "chrF"}[name], r["baseline"], r["system"], f"{r['system'] - r['baseline']:+.2f}",
+             f"{r['system_mean']:.2f} ± {r['system_ci95']:.2f}", r["p_value"]]
+            for name, r in test.items()]
+    doc.table(["metric", comparison.name, "this", "difference", "this: bootstrap mean ± 95% CI",
+               "p-value"], rows)
+    doc.text("Paired bootstrap resampling (sacrebleu, 1,000 resamples, fixed seed): the p-value "
+             "is the chance of seeing a difference this large if the two systems were equally "
+             "good; below 0.05 the difference is usually called significant.")
+    changed = [i for i, (a, b) in enumerate(zip(comparison.hypotheses, hypotheses)) if a != b]
+    doc.text(f"{len(changed):,} of {len(hypotheses):,} translations differ.")
+    return {"baseline": comparison.name, "paired_bootstrap": test, "sentences_changed": len(changed)}
+
+
+def write_translation_report(directory, translator, described: str, files: list,
+                             sources: list[str], references: list[str], hypotheses: list[str],
+                             metrics: dict[str, Any], seconds: float,
+                             comparison: Comparison | None = None) -> dict[str, Any]:
+    """Write report.md / report.html / metrics.json for one evaluated test set; return the
+    metrics written (the printed ones plus what the report adds)."""
+    from .common import (data_section, describe_files, describe_hardware, describe_model,
+                         environment_section, model_section, settings_section, training_section,
+                         training_seconds)
+
+    run = translator.run
+    config = translator.config
+    tokenizers = ({"joint": translator.src_tokenizer} if translator.src_tokenizer is translator.trg_tokenizer
+                  else {"source": translator.src_tokenizer, "target": translator.trg_tokenizer})
+    model_info = describe_model(config, translator.model, tokenizers)
+    file_info = describe_files(files)
+    hardware = describe_hardware(translator.device)
+    doc = Document(f"Translation report: {run.path}")
+    doc.text(f"{metrics['sentences']:,} sentences of {described}, translated with beam "
+             f"{metrics['decoding']['beam_size']}: BLEU {metrics.get('bleu', float('nan')):.2f}, "
+             f"chrF {metrics.get('chrf', float('nan')):.2f}, TER {metrics.get('ter', float('nan')):.2f}.")
+    extra = translation_sections(doc, metrics, translator, sources, references, hypotheses,
+                                 comparison)
+    model_section(doc, model_info)
+    data_section(doc, described, metrics["sentences"], file_info)
+    settings_section(doc, "Decoding", metrics["decoding"])
+    environment_section(doc, hardware, seconds, training_seconds(run))
+    training_section(doc, run, config.training.early_stopping_metric)
+    written = {**metrics, **extra, "model": model_info, "data_files": file_info,
+               "hardware": hardware}
+    doc.write(directory, written)
+    return written

@@ -1,0 +1,133 @@
+"""Reports: written from tiny trained models; the HTML parses and embeds every figure; metrics.json
+holds the printed numbers; a model without attention gets no heatmaps instead of an error."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from seq2seq.cli import app
+from seq2seq.reporting.document import Document
+
+from .test_cli_translation import tiny_config
+
+runner = CliRunner()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class _Page(HTMLParser):
+    """Collects images and checks that every opened tag is closed in order."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.images: list[str] = []
+        self.stack: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        elif tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes {self.stack[-1:]}"
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse_html(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    page.close()
+    assert page.stack == [], f"unclosed tags: {page.stack}"
+    return page
+
+
+def check_report(directory: Path) -> tuple[_Page, dict]:
+    """The three files exist; every figure is embedded in the HTML and linked from the Markdown."""
+    for name in ("report.md", "report.html", "metrics.json"):
+        assert (directory / name).is_file(), name
+    page = parse_html(directory / "report.html")
+    figures = sorted((directory / "figures").glob("*.png"))
+    assert len(page.images) == len(figures) > 0
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")  # nothing fetched from elsewhere
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_MAGIC)
+    markdown = (directory / "report.md").read_text(encoding="utf-8")
+    for figure in figures:
+        assert f"(figures/{figure.name})" in markdown
+    return page, json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
+
+
+def train_tiny(tmp_path: Path, attention: str) -> Path:
+    config = tiny_config(tmp_path)
+    run = tmp_path / f"run_{attention}"
+    result = runner.invoke(app, ["train", str(config), "--run-dir", str(run), "-q",
+                                 "--set", f"model.decoder.attention={attention}",
+                                 "--set", "training.max_steps=60",
+                                 "--set", "training.learning_rate=0.005"])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "none"])
+def test_translation_report(tmp_path, attention):
+    run = train_tiny(tmp_path, attention)
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["evaluate", str(run), "--report", str(out), "--beam-size", "2",
+                                 "--compare-beam-size", "1"])
+    assert result.exit_code == 0, result.output
+    page, metrics = check_report(out)
+    # The numbers in metrics.json are the ones printed.
+    printed = {name: float(re.search(rf"^{label} = ([\d.]+)", result.stdout, re.M).group(1))
+               for name, label in (("bleu", "BLEU"), ("chrf", "chrF2"), ("ter", "TER"))}
+    for name, value in printed.items():
+        assert metrics[name] == pytest.approx(value, abs=0.01)
+    assert metrics["sentences"] == 30 and metrics["decoding"]["beam_size"] == 2
+    assert metrics["model"]["decoder"]["attention"] == attention
+    assert len(metrics["data_files"][0]["sha256"]) == 64
+    assert sum(r["sentences"] for r in metrics["bleu_by_source_length"]) == 30
+    test = metrics["comparison"]["paired_bootstrap"]
+    assert set(test) == {"bleu", "chrf"} and 0 <= test["bleu"]["p_value"] <= 1
+    assert test["bleu"]["system"] == pytest.approx(metrics["bleu"], abs=0.01)
+    names = {p.stem for p in (out / "figures").glob("*.png")}
+    assert {"training_curves", "bleu_by_length"} <= names
+    heatmaps = {n for n in names if n.startswith("attention_")}
+    if attention == "none":
+        assert not heatmaps
+        assert "no attention" in " ".join(page.text)
+    else:
+        assert heatmaps
+    # The evaluation's own metrics.json (RUN_DIR/eval/...) agrees with the report's.
+    assert json.loads((run / "eval" / "test" / "metrics.json").read_text())["bleu"] == metrics["bleu"]
+
+
+def test_report_command_for_a_finished_run(tmp_path):
+    run = train_tiny(tmp_path, "luong")
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    _, metrics = check_report(run / "report")
+    assert metrics["data"].startswith("test:")
+
+
+def test_document_escapes_and_renders_tables():
+    doc = Document("A <title> & more")
+    doc.heading("Scores")
+    doc.table(["metric", "value"], [["BLEU | x", 31.234], ["n", 1200]])
+    doc.text("<script>alert(1)</script>")
+    html = doc.html()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "31.23" in html and "1,200" in html
+    markdown = doc.markdown()
+    assert "| BLEU \\| x | 31.23 |" in markdown and "|---|---:|" in markdown
