@@ -10,10 +10,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from seq2seq.cli import app
+from seq2seq.models.encoder import RecurrentEncoder
 from seq2seq.reporting.document import Document
+from seq2seq.reporting.gradient_flow import Probe, measure
 
 from .test_cli_translation import tiny_config
 
@@ -131,3 +134,59 @@ def test_document_escapes_and_renders_tables():
     assert "31.23" in html and "1,200" in html
     markdown = doc.markdown()
     assert "| BLEU \\| x | 31.23 |" in markdown and "|---|---:|" in markdown
+
+
+class _LastStateModel(torch.nn.Module):
+    """Embed, run a unidirectional encoder, score the final state: the textbook setting."""
+
+    def __init__(self, cell: str, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embedding = torch.nn.Embedding(20, 16)
+        self.encoder = RecurrentEncoder(cell, 16, 32, bidirectional=False)
+        self.score = torch.nn.Linear(32, 1)
+
+    def forward(self, ids, lengths):
+        _, final = self.encoder(self.embedding(ids), lengths)
+        h = final[0] if isinstance(final, tuple) else final
+        return self.score(h[-1]).sum()
+
+
+def _probe(cell: str, ids: torch.Tensor, lengths: torch.Tensor) -> Probe:
+    model = _LastStateModel(cell)
+    mask = torch.arange(ids.size(1))[None, :] < lengths[:, None]
+    return Probe(model, model.embedding, lambda net: net(ids, lengths), mask)
+
+
+def test_gradient_flow_vanishes_fastest_for_a_plain_rnn():
+    ids = torch.randint(0, 20, (8, 40), generator=torch.Generator().manual_seed(1))
+    lengths = torch.full((8,), 40)
+    decay = {}
+    for cell in ("rnn", "gru", "lstm"):
+        flow = measure(_probe(cell, ids, lengths), cell, clip=5.0)
+        assert len(flow.norms) == 40 and all(v >= 0 for v in flow.norms)
+        assert flow.norms[-1] > 1e3 * flow.norms[0] > 0  # the loss sits at the end
+        decay[cell] = flow.norms[0] / flow.norms[-1]
+        assert flow.clip_factor == pytest.approx(min(1.0, 5.0 / flow.total_norm), rel=1e-4)
+    assert decay["rnn"] < decay["gru"] and decay["rnn"] < decay["lstm"]
+
+
+def test_gradient_flow_ignores_padding():
+    ids = torch.randint(0, 20, (4, 12), generator=torch.Generator().manual_seed(2))
+    lengths = torch.tensor([12, 12, 6, 6])
+    flow = measure(_probe("gru", ids, lengths), "gru", clip=0.0)
+    alone = measure(_probe("gru", ids[:2], lengths[:2]), "gru", clip=0.0)
+    # Positions 7-12 only exist in the two long rows: their mean is the long rows' mean.
+    assert flow.norms[8:] == pytest.approx(alone.norms[8:], rel=1e-5)
+    assert flow.clip_factor == 1.0
+
+
+def test_diagnose_command(tmp_path):
+    run = train_tiny(tmp_path, "bahdanau")
+    result = runner.invoke(app, ["diagnose", str(run)])
+    assert result.exit_code == 0, result.output
+    _, metrics = check_report(run / "diagnose")
+    labels = [f["label"] for f in metrics["gradient_flow"]]
+    assert labels == ["your model (gru, trained)", "rnn, untrained", "gru, untrained",
+                      "lstm, untrained"]
+    assert "rnn, untrained" in result.stdout

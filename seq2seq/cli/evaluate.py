@@ -73,6 +73,34 @@ def report(
     run_evaluation(request)
 
 
+@app.command()
+@user_errors
+def diagnose(
+    run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data in the config's format "
+                                        "[the config's dev split]."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where the figure, "
+                                          "report and metrics.json go [RUN_DIR/diagnose]."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+) -> None:
+    """Gradient flow through time: ||dLoss/dx_t|| at each input position, for this model and
+    for freshly initialised RNN, GRU and LSTM models of the same size on the same data."""
+    from ..pretrained import run_task
+    from ..runtime import configure_threads
+
+    configure_threads(0)
+    task = run_task(run_dir)
+    request = EvaluateRequest(run_dir=run_dir, data=data, split="dev", device=device,
+                              output_dir=output or run_dir / "diagnose")
+    if task == "translation":
+        from .translate import diagnose_translation as diagnose_run
+    elif task == "classification":
+        from .classify import diagnose_classification as diagnose_run
+    else:
+        from .generate import diagnose_language_model as diagnose_run
+    diagnose_run(request)
+
+
 def run_evaluation(request: EvaluateRequest) -> dict:
     """Check the request and hand it to the evaluation of the run's task."""
     from ..pretrained import run_task

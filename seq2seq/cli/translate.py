@@ -56,7 +56,6 @@ def translate(
 
 def evaluate_translation(request: EvaluateRequest) -> dict:
     """Translate a test set and score it with sacrebleu (BLEU, chrF, TER)."""
-    from ..data.corpus import load_parallel
     from ..metrics.translation import score_translations
     from ..training.checkpoint import atomic_write_text
     from ..translator import Translator
@@ -64,21 +63,7 @@ def evaluate_translation(request: EvaluateRequest) -> dict:
     translator = Translator.from_pretrained(request.run_dir, device=request.device,
                                             weights=request.checkpoint)
     config = translator.config
-    if (request.src is None) != (request.ref is None):
-        raise UserError("give both --src and --ref, or neither (to use --data or a config split)")
-    if request.src is not None:
-        sources, references = read_lines(request.src), read_lines(request.ref)
-        if len(sources) != len(references):
-            raise UserError(f"{request.src} has {len(sources)} lines but {request.ref} has "
-                            f"{len(references)}")
-        described, files = f"{request.src} + {request.ref}", [request.src, request.ref]
-    else:
-        split = "test" if request.data else request.split
-        data = _with_split(config.data, split, str(request.data)) if request.data else config.data
-        described = str(request.data) if request.data else f"{split}: {getattr(data, split)}"
-        texts = load_parallel(data, split, drop_empty=False)
-        sources, references = texts["src"], texts["trg"]
-        files = _split_files(data, split)
+    sources, references, described, files = _read_test_data(request, config)
     options = dict(beam_size=request.beam_size, length_penalty=request.length_penalty,
                    batch_size=request.batch_size)
     started = time.perf_counter()
@@ -114,6 +99,48 @@ def evaluate_translation(request: EvaluateRequest) -> dict:
         console.print(f"wrote {request.report / 'report.html'} and {request.report / 'report.md'}")
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
     console.print(f"wrote {out / 'metrics.json'}")
+    return metrics
+
+
+def _read_test_data(request: EvaluateRequest, config):
+    """(sources, references, description, files) of --src/--ref, --data or the config's split."""
+    from ..data.corpus import load_parallel
+
+    if (request.src is None) != (request.ref is None):
+        raise UserError("give both --src and --ref, or neither (to use --data or a config split)")
+    if request.src is not None:
+        sources, references = read_lines(request.src), read_lines(request.ref)
+        if len(sources) != len(references):
+            raise UserError(f"{request.src} has {len(sources)} lines but {request.ref} has "
+                            f"{len(references)}")
+        described, files = f"{request.src} + {request.ref}", [request.src, request.ref]
+    else:
+        split = "test" if request.data else request.split
+        data = _with_split(config.data, split, str(request.data)) if request.data else config.data
+        described = str(request.data) if request.data else f"{split}: {getattr(data, split)}"
+        texts = load_parallel(data, split, drop_empty=False)
+        sources, references = texts["src"], texts["trg"]
+        files = _split_files(data, split)
+    return sources, references, described, files
+
+
+def diagnose_translation(request: EvaluateRequest) -> dict:
+    """Gradient flow through time of a translator, beside fresh models of each cell type."""
+    from ..reporting.gradient_flow import print_flows, write_diagnosis
+    from ..reporting.translation import translation_gradient_flow
+    from ..translator import Translator
+
+    translator = Translator.from_pretrained(request.run_dir, device=request.device,
+                                            weights=request.checkpoint)
+    sources, references, described, _ = _read_test_data(request, translator.config)
+    flows = translation_gradient_flow(translator, sources, references)
+    print_flows(flows, typer.echo)
+    out = request.out_dir()
+    metrics = write_diagnosis(out, request.run_dir, flows, "source token",
+                              "the 32 longest source sentences (loss: the whole reference "
+                              "translation, teacher-forced)",
+                              translator.config.training.clip_grad_norm, described)
+    console.print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
     return metrics
 
 

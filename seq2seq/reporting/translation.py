@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..metrics.translation import paired_bootstrap, score_translations, sentence_chrf
 from . import plots
@@ -154,6 +155,7 @@ def write_translation_report(directory, translator, described: str, files: list,
     from .common import (data_section, describe_files, describe_hardware, describe_model,
                          environment_section, model_section, settings_section, training_section,
                          training_seconds)
+    from .gradient_flow import flow_section
 
     run = translator.run
     config = translator.config
@@ -173,7 +175,52 @@ def write_translation_report(directory, translator, described: str, files: list,
     settings_section(doc, "Decoding", metrics["decoding"])
     environment_section(doc, hardware, seconds, training_seconds(run))
     training_section(doc, run, config.training.early_stopping_metric)
+    flows = translation_gradient_flow(translator, sources, references)
+    flow_section(doc, flows, "source token", "the 32 longest source sentences (loss: the "
+                 "whole reference translation, teacher-forced)", config.training.clip_grad_norm)
     written = {**metrics, **extra, "model": model_info, "data_files": file_info,
-               "hardware": hardware}
+               "hardware": hardware, "gradient_flow": [f.as_dict() for f in flows]}
     doc.write(directory, written)
     return written
+
+
+def translation_probe(config, model, src_tokenizer, trg_tokenizer, sources: list[str],
+                      references: list[str], device, count: int = 32):
+    """A gradient-flow probe on the ``count`` longest source sentences: the loss is the
+    teacher-forced target loss, x_t the embedded source tokens."""
+    from ..data.batching import IdColumn, make_translation_batch
+    from ..models.translation import sequence_loss
+    from .gradient_flow import Probe
+
+    src_ids = [ids[: config.data.max_src_length - 1] for ids in src_tokenizer.encode_batch(sources)]
+    trg_ids = [ids[: config.data.max_trg_length - 1] for ids in trg_tokenizer.encode_batch(references)]
+    longest = np.argsort([-len(ids) for ids in src_ids], kind="stable")[:count]
+    batch = make_translation_batch(IdColumn.from_lists([src_ids[i] for i in longest]),
+                                   IdColumn.from_lists([trg_ids[i] for i in longest]),
+                                   np.arange(len(longest))).to(device)
+    size = len(longest)
+
+    def loss(net):
+        features, _ = net(batch.src, batch.src_lengths, batch.trg_input)
+        return sequence_loss(net, features, batch.trg_output)[0] / size
+
+    mask = (torch.arange(batch.src.size(1))[None, :] < batch.src_lengths[:, None]).to(device)
+    return Probe(model, model.src_embed, loss, mask)
+
+
+def translation_gradient_flow(translator, sources: list[str], references: list[str]):
+    """Gradient flow of the translator and of fresh models of each cell type."""
+    from ..models.translation import TranslationModel
+    from .gradient_flow import compare_cells
+
+    config, device = translator.config, translator.device
+    src_tok, trg_tok = translator.src_tokenizer, translator.trg_tokenizer
+
+    def probe_for(model_config):
+        model = TranslationModel(model_config.model, src_tok.vocab_size, trg_tok.vocab_size)
+        return translation_probe(model_config, model.to(device), src_tok, trg_tok, sources,
+                                 references, device)
+
+    trained = translation_probe(config, translator.model, src_tok, trg_tok, sources, references,
+                                device)
+    return compare_cells(config, trained, probe_for)
