@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import UserError
 
@@ -33,7 +34,8 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except UserError as err:
-            console.print(f"[red]error:[/red] {err}", highlight=False, markup=True)
+            # escape: a message quotes user data ("[...]" in a label, a path, a JSON value).
+            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, markup=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("interrupted")

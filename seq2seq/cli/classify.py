@@ -2,9 +2,155 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
 from ..errors import UserError
-from .app import EvaluateRequest
+from .app import DEVICE_HELP, EvaluateRequest, app, console, read_inputs, user_errors, write_output
+
+FORMATS = ("tsv", "jsonl")
+
+
+@app.command()
+@user_errors
+def classify(
+    run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`."),
+    texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify."),
+    input_file: Optional[Path] = typer.Option(None, "--input", "-i",
+                                              help="One text per line [stdin]."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write here [stdout]."),
+    output_format: str = typer.Option("tsv", "--format", help="tsv: label<TAB>probability "
+                                      "(then the next labels with --top-k); jsonl: one JSON "
+                                      "object per text."),
+    top_k: int = typer.Option(1, "--top-k", help="Most probable labels per text."),
+    batch_size: int = typer.Option(64, help="Texts per batch."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Weights to use [model.safetensors]."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+) -> None:
+    """Classify texts from arguments, a file or stdin; one output line per input line."""
+    from ..classifier import Classifier
+    from ..runtime import configure_threads
+
+    if output_format not in FORMATS:
+        raise UserError(f"--format {output_format!r} is not valid (choices: {', '.join(FORMATS)})")
+    if top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {top_k}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    configure_threads(0)
+    lines = read_inputs(texts, input_file)
+    classifier = Classifier.from_pretrained(run_dir, device=device, weights=checkpoint)
+    predictions = classifier.predict(lines, top_k=top_k, batch_size=batch_size)
+    if classifier.truncated:
+        console.print(f"note: {classifier.truncated} text(s) longer than "
+                      f"{classifier.config.data.max_length} tokens were truncated "
+                      f"({classifier.config.data.truncation})")
+    if output_format == "tsv":
+        text = "".join("\t".join(f"{label}\t{p:.4f}" for label, p in found.top) + "\n"
+                       for found in predictions)
+    else:
+        text = "".join(json.dumps({"text": line, "label": found.label,
+                                   "probability": round(found.probability, 6),
+                                   "top": [{"label": label, "probability": round(p, 6)}
+                                           for label, p in found.top]},
+                                  ensure_ascii=False) + "\n"
+                       for line, found in zip(lines, predictions))
+    write_output(text, output)
 
 
 def evaluate_classification(request: EvaluateRequest) -> dict:
-    raise UserError("classification is not available yet in this version")
+    """Classify a labelled test set: accuracy, macro-F1, per-class P/R/F1, confusion matrix."""
+    from ..classifier import Classifier
+    from ..data.labeled import check_labels, load_labeled, load_split
+    from ..metrics.classification import classification_scores
+    from ..training.checkpoint import atomic_write_text
+
+    if request.report is not None:
+        raise UserError("reports are not available for classification runs yet; use "
+                        "`seq2seq evaluate` for metrics.json")
+    classifier = Classifier.from_pretrained(request.run_dir, device=request.device,
+                                            weights=request.checkpoint)
+    config = classifier.config
+    if request.data is not None:
+        texts = load_labeled(config.data, str(request.data))
+    else:
+        texts = load_split(config.data, request.split, config.training.seed)
+    check_labels(texts, classifier.labels, f"{request.run_dir}/labels.json")
+    if len(texts) == 0:
+        raise UserError(f"{texts.where}: no labelled texts to evaluate")
+    sources, gold_names = list(texts.texts["text"]), list(texts.texts["label"])
+    index = classifier.labels.index()
+    gold = [index[name] for name in gold_names]
+    started = time.perf_counter()
+    probabilities = classifier.probabilities(sources, request.batch_size or 64)
+    seconds = time.perf_counter() - started
+    predicted = probabilities.argmax(1)
+    names = classifier.labels.names
+    scores = classification_scores(gold, predicted, len(names))
+
+    typer.echo(f"accuracy {scores.accuracy:.2f}")
+    typer.echo(f"macro_f1 {scores.macro_f1:.2f}")
+    for c, name in enumerate(names):
+        typer.echo(f"class {name}: precision {scores.precision[c]:.2f} recall "
+                   f"{scores.recall[c]:.2f} f1 {scores.f1[c]:.2f} support {scores.support[c]}")
+    typer.echo("confusion (rows gold, columns predicted: " + ", ".join(names) + ")")
+    for c, name in enumerate(names):
+        typer.echo(f"  {name}\t" + "\t".join(str(n) for n in scores.confusion[c]))
+    console.print(_tables(names, scores))
+    console.print(f"{len(sources)} texts in {seconds:.1f} s ({len(sources) / max(seconds, 1e-9):.0f}"
+                  f" texts/s); {texts.skipped} bad rows skipped, {classifier.truncated} truncated",
+                  markup=False)
+
+    metrics = {
+        "task": "classification",
+        "data": texts.where,
+        "texts": len(sources),
+        "accuracy": round(scores.accuracy, 4),
+        "macro_f1": round(scores.macro_f1, 4),
+        "labels": list(names),
+        "per_class": {name: {"precision": round(float(scores.precision[c]), 4),
+                             "recall": round(float(scores.recall[c]), 4),
+                             "f1": round(float(scores.f1[c]), 4),
+                             "support": int(scores.support[c])}
+                      for c, name in enumerate(names)},
+        "confusion_matrix": scores.confusion.tolist(),  # row = gold, column = predicted
+        "skipped": texts.skipped,
+        "truncated": classifier.truncated,
+        "seconds": round(seconds, 3),
+    }
+    out = request.out_dir()
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
+    rows = "".join(f"{gold_names[i]}\t{names[p]}\t{probabilities[i, p]:.4f}\n"
+                   for i, p in enumerate(predicted))
+    atomic_write_text(out / "predictions.tsv", "gold\tpredicted\tprobability\n" + rows)
+    console.print(f"wrote {out / 'metrics.json'}")
+    return metrics
+
+
+def _tables(names, scores):
+    """Per-class scores and the confusion matrix as rich tables (for the terminal)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text  # label names are data, not markup
+
+    per_class = Table(title="per class (%)")
+    for column in ("label", "precision", "recall", "f1", "support"):
+        per_class.add_column(column, justify="left" if column == "label" else "right")
+    for c, name in enumerate(names):
+        per_class.add_row(Text(name), f"{scores.precision[c]:.2f}", f"{scores.recall[c]:.2f}",
+                          f"{scores.f1[c]:.2f}", str(scores.support[c]))
+    confusion = Table(title="confusion matrix (rows gold, columns predicted)")
+    confusion.add_column("gold \\ predicted")
+    for name in names:
+        confusion.add_column(Text(name), justify="right")
+    for c, name in enumerate(names):
+        confusion.add_row(Text(name), *(str(n) for n in scores.confusion[c]))
+    return Group(per_class, confusion)
+
+
+def diagnose_classification(request: EvaluateRequest) -> dict:
+    raise UserError("seq2seq diagnose is not available for classification runs yet")

@@ -60,6 +60,7 @@ def load_columns(
     *,
     cache_dir: str | None = None,
     allow_empty: tuple[str, ...] = (),
+    line_numbers: bool = False,
 ) -> datasets.Dataset:
     """Load ``source`` as a Dataset whose string columns are exactly ``columns``, in file order.
 
@@ -67,14 +68,17 @@ def load_columns(
     from; without ``fields``, header/JSON names equal to ``columns`` (or indices 0, 1, ... for a
     headerless file) are used. Non-string values such as labels are converted with ``str()``.
 
-    Rows are kept as they are, empty texts included: filtering is the caller's job. ``allow_empty``
-    is accepted for callers that state which columns may be empty; its names are only checked
-    against ``columns`` here.
+    Rows are kept as they are, empty texts included: filtering is the caller's job. A row may lack
+    the columns named in ``allow_empty`` altogether (a TSV/CSV row too short for them, a JSON object
+    without the key or with null): they are read as "", so the caller can report or skip the row.
+
+    With ``line_numbers``, an int64 column ``line`` gives each row's (first) line in its file, the
+    header included; for a hub dataset, its 1-based row number.
     """
     columns = _check_columns(columns, allow_empty)
     fmt = resolve_format(source)
     if fmt == "hub":
-        return _load_hub(source, columns, cache_dir)
+        return _load_hub(source, columns, cache_dir, line_numbers)
     if fmt == "text":
         paths = _text_paths(source, columns)
         fields: tuple[str | int, ...] = ()
@@ -89,21 +93,30 @@ def load_columns(
         "fields": tuple(fields),
         "header": bool(source.header),
         "columns": tuple(columns),
+        "allow_empty": tuple(allow_empty),
+        "line_numbers": bool(line_numbers),
         # Size, mtime and inode change whenever the file is rewritten or replaced, so they change
         # the datasets fingerprint and a stale Arrow cache is never served.
         "stamps": tuple(stamps),
         "parser_version": _PARSER_VERSION,
     }
-    features = datasets.Features({c: datasets.Value("string") for c in columns})
+    features = _features(columns, line_numbers)
     # from_generator cannot build a dataset with zero rows; reading up to the first row is cheap
     # and, when there is none, has already validated the whole file.
     if _is_empty(gen_kwargs):
-        return datasets.Dataset.from_dict({c: [] for c in columns}, features=features)
+        return datasets.Dataset.from_dict({c: [] for c in features}, features=features)
     quiet = sum(s[0] for s in stamps) < _QUIET_BELOW_BYTES
     with datasets_quiet(quiet), _unwrap_user_errors():
         return datasets.Dataset.from_generator(
             _generate_rows, gen_kwargs=gen_kwargs, features=features, cache_dir=cache_dir
         )
+
+
+def _features(columns: tuple[str, ...], line_numbers: bool) -> datasets.Features:
+    features = {c: datasets.Value("string") for c in columns}
+    if line_numbers:
+        features["line"] = datasets.Value("int64")
+    return datasets.Features(features)
 
 
 def resolve_format(source: TextSource) -> str:
@@ -305,21 +318,29 @@ def _generate_rows(
     fields: tuple[str | int, ...],
     header: bool,
     columns: tuple[str, ...],
+    allow_empty: tuple[str, ...],
+    line_numbers: bool,
     stamps: tuple[tuple[int, int, int], ...],
     parser_version: int,
-) -> Iterator[dict[str, str]]:
+) -> Iterator[dict[str, Any]]:
     """Yield one ``{column: text}`` dict per example; ``stamps``/``parser_version`` only feed the cache key."""
     del stamps, parser_version
     if fmt == "text":
-        yield from _text_rows(paths, columns)
+        rows = _text_rows(paths, columns)
     elif fmt == "tsv":
-        yield from _delimited_rows(paths[0], _tsv_records(paths[0]), "tab", fields, header, columns)
+        rows = _delimited_rows(paths[0], _tsv_records(paths[0]), "tab", fields, header, columns,
+                               allow_empty)
     elif fmt == "csv":
-        yield from _delimited_rows(paths[0], _csv_records(paths[0]), "comma", fields, header, columns)
+        rows = _delimited_rows(paths[0], _csv_records(paths[0]), "comma", fields, header, columns,
+                               allow_empty)
     elif fmt == "jsonl":
-        yield from _jsonl_rows(paths[0], fields, columns)
+        rows = _jsonl_rows(paths[0], fields, columns, allow_empty)
     else:  # resolve_format only returns the formats above
         raise AssertionError(f"unexpected format {fmt!r}")
+    for number, row in rows:
+        if line_numbers:
+            row["line"] = number
+        yield row
 
 
 def _tsv_records(path: str) -> Iterator[tuple[int, list[str]]]:
@@ -351,8 +372,9 @@ def _delimited_rows(
     fields: Sequence[str | int],
     header: bool,
     columns: Sequence[str],
-) -> Iterator[dict[str, str]]:
-    """Map TSV/CSV records to column dicts, checking that every row has the needed columns."""
+    allow_empty: Sequence[str] = (),
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line, column dict) per TSV/CSV record, checking that every row has the needed columns."""
     names: list[str] | None = None
     if header:
         first = next(records, None)
@@ -360,14 +382,15 @@ def _delimited_rows(
             raise UserError(f"{path} line 1: expected a header line, but the file is empty")
         names = [name.strip() for name in first[1]]
     indices = [_field_index(path, field, names) for field in fields]
-    needed = max(indices) + 1
+    needed = max((i for c, i in zip(columns, indices) if c not in allow_empty), default=-1) + 1
     for number, values in records:
         if len(values) < needed:
             raise UserError(
                 f"{path} line {number}: expected at least {needed} {separator}-separated columns, "
                 f"found {len(values)}"
             )
-        yield {column: values[index] for column, index in zip(columns, indices)}
+        yield number, {column: values[index] if index < len(values) else ""
+                       for column, index in zip(columns, indices)}
 
 
 def _field_index(path: str, field: str | int, names: list[str] | None) -> int:
@@ -380,7 +403,8 @@ def _field_index(path: str, field: str | int, names: list[str] | None) -> int:
     return names.index(field)
 
 
-def _jsonl_rows(path: str, fields: Sequence[str | int], columns: Sequence[str]) -> Iterator[dict[str, str]]:
+def _jsonl_rows(path: str, fields: Sequence[str | int], columns: Sequence[str],
+                allow_empty: Sequence[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
     """One JSON object per line; blank lines are skipped since JSON Lines has no empty records."""
     for number, line in _decoded_lines(path):
         if not line.strip():
@@ -394,7 +418,9 @@ def _jsonl_rows(path: str, fields: Sequence[str | int], columns: Sequence[str]) 
             ) from None
         if not isinstance(obj, dict):
             raise UserError(f"{path} line {number}: expected a JSON object, found {type(obj).__name__}")
-        yield {column: _json_text(path, number, obj, str(key)) for column, key in zip(columns, fields)}
+        yield number, {column: "" if column in allow_empty and obj.get(str(key)) is None
+                       else _json_text(path, number, obj, str(key))
+                       for column, key in zip(columns, fields)}
 
 
 def _json_text(path: str, number: int, obj: dict[str, Any], key: str) -> str:
@@ -411,7 +437,7 @@ def _json_text(path: str, number: int, obj: dict[str, Any], key: str) -> str:
     )
 
 
-def _text_rows(paths: Sequence[str], columns: Sequence[str]) -> Iterator[dict[str, str]]:
+def _text_rows(paths: Sequence[str], columns: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
     """Zip parallel line-per-example files, requiring the same number of lines in each."""
     streams = [_decoded_lines(p) for p in paths]
     while True:
@@ -421,7 +447,7 @@ def _text_rows(paths: Sequence[str], columns: Sequence[str]) -> Iterator[dict[st
             return
         if any(ended):
             _raise_line_count_mismatch(paths)
-        yield {column: _strip_eol(line[1]) for column, line in zip(columns, lines)}  # type: ignore[index]
+        yield lines[0][0], {column: _strip_eol(line[1]) for column, line in zip(columns, lines)}  # type: ignore[index]
 
 
 def _raise_line_count_mismatch(paths: Sequence[str]) -> None:
@@ -479,7 +505,8 @@ def _unwrap_user_errors() -> Iterator[None]:
         raise
 
 
-def _load_hub(source: TextSource, columns: tuple[str, ...], cache_dir: str | None) -> datasets.Dataset:
+def _load_hub(source: TextSource, columns: tuple[str, ...], cache_dir: str | None,
+              line_numbers: bool = False) -> datasets.Dataset:
     """Load a hub dataset split and map its fields onto ``columns`` as strings."""
     name = source.hub_name
     if not name:
@@ -503,17 +530,22 @@ def _load_hub(source: TextSource, columns: tuple[str, ...], cache_dir: str | Non
         keys.append(field)
     if len(keys) != len(columns):
         raise UserError(f"{label}: fields: expected {len(columns)} entries, got {len(keys)}")
-    features = datasets.Features({c: datasets.Value("string") for c in columns})
     with datasets_quiet(len(ds) < 100_000):
         return ds.map(
             _stringify_batch,
             batched=True,
-            fn_kwargs={"keys": keys, "columns": list(columns)},
+            with_indices=True,
+            fn_kwargs={"keys": keys, "columns": list(columns), "line_numbers": line_numbers},
             remove_columns=names,
-            features=features,
+            features=_features(columns, line_numbers),
         )
 
 
-def _stringify_batch(batch: dict[str, list[Any]], keys: list[str], columns: list[str]) -> dict[str, list[str]]:
-    """Copy hub fields into the output columns as strings (labels are often ints)."""
-    return {c: [v if isinstance(v, str) else str(v) for v in batch[k]] for c, k in zip(columns, keys)}
+def _stringify_batch(batch: dict[str, list[Any]], indices: list[int], keys: list[str], columns: list[str],
+                     line_numbers: bool = False) -> dict[str, list[Any]]:
+    """Copy hub fields into the output columns as strings (labels are often ints; null is "")."""
+    out: dict[str, list[Any]] = {c: [v if isinstance(v, str) else "" if v is None else str(v) for v in batch[k]]
+                                 for c, k in zip(columns, keys)}
+    if line_numbers:
+        out["line"] = [i + 1 for i in indices]
+    return out

@@ -1,0 +1,172 @@
+"""The language-model head's side of training: data, tokenizer, model, loss, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from ..config import Config
+from ..data.batching import BucketBatchSampler
+from ..data.stream import (Conditions, LineCorpus, LinesBatch, StreamBatch, StreamWindows,
+                           TokenStream, Window, load_train_dev, make_lines_batch, tokenize_lines,
+                           tokenize_stream, tokenizer_texts)
+from ..generator import STREAM_WINDOW, Generator, score_lines, score_stream
+from ..models.language_model import LanguageModel, LMState
+from ..models.translation import sequence_loss
+from ..pretrained import load_tokenizers, save_tokenizers
+from ..runtime import ProcessInfo
+from ..tokenizers import Tokenizer, train_tokenizer
+from ..training.checkpoint import RunDirectory
+from ..training.trainer import Validation
+
+SAMPLE_TOKENS = {"char": 240}  # tokens of the sample shown at each validation (else 40)
+SAMPLE_CONDITIONS = 3  # conditioned models: one sample for each of the first few labels
+
+
+class LanguageModelTask:
+    """Implements the trainer's TrainingTask protocol for a LanguageModel.
+
+    In stream mode the hidden state after each window is kept (detached) and fed to the next
+    window of the epoch; it is part of ``state_dict()`` so a resumed run continues exactly.
+    """
+
+    unit = "tokens"  # predicted tokens, line ends included
+
+    def __init__(self, config: Config, train: TokenStream | LineCorpus,
+                 dev: TokenStream | LineCorpus, tokenizer: Tokenizer,
+                 conditions: Conditions | None, device: torch.device,
+                 process: ProcessInfo = ProcessInfo()) -> None:
+        self.config = config
+        self.train = train
+        self.dev = dev
+        self.tokenizer = tokenizer
+        self.conditions = conditions
+        self.device = device
+        self.stream = config.data.lm_mode == "stream"
+        self.model = LanguageModel(config.model, tokenizer.vocab_size,
+                                   conditions.inputs if conditions else 0).to(device)
+        t = config.training
+        if self.stream:
+            self.windows = StreamWindows(train.ids, t.batch_size, config.data.bptt, seed=t.seed,
+                                         rank=process.rank, world_size=process.world_size,
+                                         where=config.data.train)
+        else:
+            self.sampler = BucketBatchSampler(
+                train.ids.lengths()[train.rows], batch_size=t.batch_size,
+                batch_tokens=t.batch_tokens, shuffle=True, seed=t.seed, rank=process.rank,
+                world_size=process.world_size)
+        self.carried: LMState | None = None  # stream mode: the state after the last window
+
+    @classmethod
+    def setup(cls, config: Config, run: RunDirectory, resume: bool, device: torch.device,
+              console: Console, process: ProcessInfo = ProcessInfo()) -> "LanguageModelTask":
+        """Load and tokenize the data; train the tokenizer (fresh run) or load it (resume)."""
+        data = config.data
+        train_texts, dev_texts = load_train_dev(data)
+        kind = config.model.language_model.condition_type
+        if resume:
+            tokenizer, _ = load_tokenizers(run, config)
+            conditions = Conditions.load(run.path) if data.condition else None
+        else:
+            tok = config.tokenizer
+            tokenizer = train_tokenizer(
+                tokenizer_texts(train_texts, tok.kind, data.lm_mode), tok.kind,
+                vocab_size=tok.vocab_size, model_type=tok.model_type, min_freq=tok.min_freq,
+                max_sentences=tok.max_sentences, lowercase=tok.lowercase,
+                seed=config.training.seed)
+            conditions = Conditions.from_training(kind, train_texts) if data.condition else None
+            if process.is_main:
+                save_tokenizers(run, config, tokenizer, tokenizer)
+                if conditions is not None:
+                    conditions.save(run.path)
+        if data.lm_mode == "stream":
+            train, dev = tokenize_stream(train_texts, tokenizer), tokenize_stream(dev_texts, tokenizer)
+            console.print(f"data: a stream of {train.tokens:,} training and {dev.tokens:,} dev "
+                          f"tokens ({dev_texts.where}); {config.tokenizer.kind} vocabulary "
+                          f"{tokenizer.vocab_size}")
+        else:
+            train = tokenize_lines(train_texts, tokenizer, data.max_length, conditions,
+                                   data.bad_rows)
+            dev = tokenize_lines(dev_texts, tokenizer, None, conditions, data.bad_rows)
+            conditioned = (f"; conditioned on {len(conditions.labels)} labels" if conditions
+                           and conditions.kind == "label" else
+                           f"; conditioned on {conditions.size} features" if conditions else "")
+            console.print(f"data: {len(train):,} training lines ({train.truncated:,} cut to "
+                          f"{data.max_length} tokens, {train.skipped:,} blank or skipped), "
+                          f"{len(dev):,} dev lines ({dev_texts.where}); {config.tokenizer.kind} "
+                          f"vocabulary {tokenizer.vocab_size}{conditioned}")
+        return cls(config, train, dev, tokenizer, conditions, device, process)
+
+    # ---- the TrainingTask protocol ----
+
+    def train_batches(self, epoch: int) -> list[Window] | list[np.ndarray]:
+        if self.stream:
+            return self.windows.epoch_windows(epoch)
+        return self.sampler.epoch_batches(epoch)
+
+    def make_batch(self, indices: Window | np.ndarray,
+                   device: torch.device) -> StreamBatch | LinesBatch:
+        if self.stream:
+            return self.windows.batch(indices).to(device)
+        return make_lines_batch(self.train, self.train.rows[indices]).to(device)
+
+    def loss(self, batch: StreamBatch | LinesBatch, step: int
+             ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        smoothing = self.config.training.label_smoothing
+        if not self.stream:
+            features, _ = self.model(batch.inputs, None, batch.conditions)
+            return sequence_loss(self.model, features, batch.targets, smoothing)
+        # Each epoch starts from a zero state; later windows continue from the previous one.
+        state = None if batch.window == 0 else self.carried
+        features, final = self.model(batch.inputs, state)
+        self.carried = final.detach()
+        return sequence_loss(self.model, features, batch.targets, smoothing)
+
+    @torch.no_grad()
+    def validate(self) -> Validation:
+        """Perplexity, loss (nats per token) and bits per character on the dev text, and a
+        short generated sample."""
+        if self.stream:
+            window = max(STREAM_WINDOW, self.config.data.bptt)
+            scores = score_stream(self.model, self.dev, self.device, window=window)
+        else:
+            scores = score_lines(self.model, self.dev, self.device)
+        return Validation(scores.metrics(), self.sample_lines())
+
+    def sample_lines(self) -> list[str]:
+        """A short sample (seeded: comparable from one validation to the next) for the log."""
+        generator = Generator(self.config, self.model, self.tokenizer, self.conditions,
+                              self.device)
+        max_tokens = min(self.config.generation.max_tokens,
+                         SAMPLE_TOKENS.get(self.tokenizer.kind, 40))
+        labels = (list(self.conditions.labels[:SAMPLE_CONDITIONS])
+                  if self.conditions is not None and self.conditions.kind == "label" else [None])
+        if self.conditions is not None and self.conditions.kind == "features":
+            return []  # no feature vector to condition on
+        lines = []
+        for label in labels:
+            found = generator.generate("", max_tokens=max_tokens, num_samples=1,
+                                       seed=self.config.training.seed, condition=label)[0]
+            heading = "sample:" if label is None else f"sample ({label}):"
+            lines += [heading, *(f"  {line}" for line in found.text.splitlines())]
+        return lines
+
+    # ---- state outside the model (stream mode) ----
+
+    def state_dict(self) -> dict:
+        """The carried hidden state (stream mode), so a resumed run continues exactly."""
+        if self.carried is None:
+            return {}
+        state = {"hidden": self.carried.hidden.cpu()}
+        if self.carried.cell is not None:
+            state["cell"] = self.carried.cell.cpu()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            self.carried = None
+            return
+        cell = state.get("cell")
+        self.carried = LMState(state["hidden"].to(self.device),
+                               None if cell is None else cell.to(self.device))
