@@ -22,7 +22,7 @@ from .models.classification import ClassificationModel
 from .pretrained import load_tokenizers, open_run, weights_path
 from .runtime import select_device
 from .tokenizers import Tokenizer
-from .training.checkpoint import load_weights
+from .training.checkpoint import RunDirectory, load_weights
 
 
 @torch.no_grad()
@@ -55,8 +55,10 @@ class Classifier:
     """A trained text classifier loaded from a run directory."""
 
     def __init__(self, config: Config, model: ClassificationModel, tokenizer: Tokenizer,
-                 labels: LabelVocabulary, device: torch.device) -> None:
+                 labels: LabelVocabulary, device: torch.device,
+                 run: RunDirectory | None = None) -> None:
         self.config = config
+        self.run = run  # where it was loaded from (None for a model built in memory)
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.labels = labels
@@ -72,7 +74,7 @@ class Classifier:
         tokenizer, _ = load_tokenizers(run, config)
         model = ClassificationModel(config.model, tokenizer.vocab_size, len(labels))
         load_weights(model, weights_path(run, weights))
-        return cls(config, model, tokenizer, labels, select_device(device))
+        return cls(config, model, tokenizer, labels, select_device(device), run)
 
     def probabilities(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """[N, C] probabilities; column c is label ``self.labels.names[c]``.

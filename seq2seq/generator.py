@@ -31,7 +31,7 @@ from .pretrained import load_tokenizers, open_run, weights_path
 from .runtime import select_device
 from .search import Hypothesis, beam_search, sample
 from .tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
-from .training.checkpoint import load_weights
+from .training.checkpoint import RunDirectory, load_weights
 
 STREAM_WINDOW = 256  # tokens per scoring step of a stream (at least data.bptt)
 STREAM_ROWS = 32  # a stream is scored as this many parallel rows (fewer for short texts)
@@ -116,8 +116,10 @@ class Generator:
     """A trained language model loaded from a run directory."""
 
     def __init__(self, config: Config, model: LanguageModel, tokenizer: Tokenizer,
-                 conditions: Conditions | None, device: torch.device) -> None:
+                 conditions: Conditions | None, device: torch.device,
+                 run: RunDirectory | None = None) -> None:
         self.config = config
+        self.run = run  # where it was loaded from (None for a model built in memory)
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.conditions = conditions
@@ -140,7 +142,7 @@ class Generator:
         model = LanguageModel(config.model, tokenizer.vocab_size,
                               conditions.inputs if conditions else 0)
         load_weights(model, weights_path(run, weights))
-        return cls(config, model, tokenizer, conditions, select_device(device))
+        return cls(config, model, tokenizer, conditions, select_device(device), run)
 
     # ---- generation ----
 

@@ -190,3 +190,77 @@ def test_diagnose_command(tmp_path):
     assert labels == ["your model (gru, trained)", "rnn, untrained", "gru, untrained",
                       "lstm, untrained"]
     assert "rnn, untrained" in result.stdout
+
+
+# ---- classification and language-model reports --------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_SST2 = ["--set", "model.embedding_size=16", "--set", "model.encoder.hidden_size=16",
+              "--set", "tokenizer.kind=word", "--set", "tokenizer.min_freq=3",
+              "--set", "training.max_steps=30", "--set", "training.validate_every=15",
+              "--set", "training.num_threads=1", "-q"]
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    from seq2seq import runtime
+
+    monkeypatch.setattr(runtime, "configure_threads", lambda num_threads=0: 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("pooling", ["last", "attention"])
+def test_classification_report(tmp_path, one_thread, pooling):
+    run = tmp_path / "sst2"
+    result = runner.invoke(app, ["train", str(ROOT / "configs" / "demo_sst2.yaml"), "--run-dir",
+                                 str(run), *SMALL_SST2, "--set",
+                                 f"model.classifier.pooling={pooling}"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["evaluate", str(run), "--split", "dev", "--report", str(out)])
+    assert result.exit_code == 0, result.output
+    page, metrics = check_report(out)
+    printed = {name: float(re.search(rf"^{name} ([\d.]+)", result.stdout, re.M).group(1))
+               for name in ("accuracy", "macro_f1")}
+    for name, value in printed.items():
+        assert metrics[name] == pytest.approx(value, abs=0.01)
+    assert metrics["texts"] == 872 and sum(map(sum, metrics["confusion_matrix"])) == 872
+    assert 0 <= metrics["expected_calibration_error"] <= 100
+    assert metrics["model"]["classifier"]["pooling"] == pooling
+    names = {p.stem for p in (out / "figures").glob("*.png")}
+    assert names == {"confusion_matrix", "calibration", "training_curves", "gradient_flow"}
+    assert "Most confidently wrong" in " ".join(page.text)
+    # `seq2seq diagnose` on the same run.
+    result = runner.invoke(app, ["diagnose", str(run)])
+    assert result.exit_code == 0, result.output
+    _, diagnosis = check_report(run / "diagnose")
+    assert len(diagnosis["gradient_flow"]) == 4
+
+
+@pytest.mark.parametrize("lm_mode", ["stream", "lines"])
+def test_language_model_report(tmp_path, one_thread, lm_mode):
+    text = (ROOT / "data" / "tiny-shakespeare" / "input.txt").read_text(encoding="utf-8")
+    (tmp_path / "slice.txt").write_text(text[:20000], encoding="utf-8")
+    run = tmp_path / "lm"
+    result = runner.invoke(app, [
+        "train", str(ROOT / "configs" / "demo_shakespeare.yaml"), "--run-dir", str(run), "-q",
+        "--set", f"data.train={tmp_path / 'slice.txt'}", "--set", f"data.lm_mode={lm_mode}",
+        "--set", "training.max_steps=20", "--set", "training.validate_every=10",
+        "--set", "model.encoder.hidden_size=32", "--set", "training.num_threads=1"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["evaluate", str(run), "--split", "dev", "--report", str(out)])
+    assert result.exit_code == 0, result.output
+    page, metrics = check_report(out)
+    ppl = float(re.search(r"^perplexity ([\d.]+)", result.stdout, re.M).group(1))
+    assert metrics["ppl"] == pytest.approx(ppl, abs=0.01)
+    assert [s["temperature"] for s in metrics["samples"]] == [0.5, 0.8, 1.0]
+    assert len(metrics["loss_by_position"]) > 10
+    names = {p.stem for p in (out / "figures").glob("*.png")}
+    assert names == {"loss_by_position", "training_curves", "gradient_flow"}
+    result = runner.invoke(app, ["diagnose", str(run)])
+    assert result.exit_code == 0, result.output
+    assert len(check_report(run / "diagnose")[1]["gradient_flow"]) == 4

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 from ..errors import UserError
@@ -65,26 +66,12 @@ def classify(
 def evaluate_classification(request: EvaluateRequest) -> dict:
     """Classify a labelled test set: accuracy, macro-F1, per-class P/R/F1, confusion matrix."""
     from ..classifier import Classifier
-    from ..data.labeled import check_labels, load_labeled, load_split
     from ..metrics.classification import classification_scores
     from ..training.checkpoint import atomic_write_text
 
-    if request.report is not None:
-        raise UserError("reports are not available for classification runs yet; use "
-                        "`seq2seq evaluate` for metrics.json")
     classifier = Classifier.from_pretrained(request.run_dir, device=request.device,
                                             weights=request.checkpoint)
-    config = classifier.config
-    if request.data is not None:
-        texts = load_labeled(config.data, str(request.data))
-    else:
-        texts = load_split(config.data, request.split, config.training.seed)
-    check_labels(texts, classifier.labels, f"{request.run_dir}/labels.json")
-    if len(texts) == 0:
-        raise UserError(f"{texts.where}: no labelled texts to evaluate")
-    sources, gold_names = list(texts.texts["text"]), list(texts.texts["label"])
-    index = classifier.labels.index()
-    gold = [index[name] for name in gold_names]
+    texts, sources, gold_names, gold, files = _labelled_data(request, classifier)
     started = time.perf_counter()
     probabilities = classifier.probabilities(sources, request.batch_size or 64)
     seconds = time.perf_counter() - started
@@ -123,12 +110,39 @@ def evaluate_classification(request: EvaluateRequest) -> dict:
         "seconds": round(seconds, 3),
     }
     out = request.out_dir()
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
     rows = "".join(f"{gold_names[i]}\t{names[p]}\t{probabilities[i, p]:.4f}\n"
                    for i, p in enumerate(predicted))
     atomic_write_text(out / "predictions.tsv", "gold\tpredicted\tprobability\n" + rows)
+    if request.report is not None:
+        from ..reporting.classification import write_classification_report
+
+        metrics = write_classification_report(request.report, classifier, texts.where, files,
+                                              sources, np.asarray(gold), probabilities, metrics,
+                                              seconds)
+        console.print(f"wrote {request.report / 'report.html'} and {request.report / 'report.md'}")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
     console.print(f"wrote {out / 'metrics.json'}")
     return metrics
+
+
+def _labelled_data(request: EvaluateRequest, classifier):
+    """(texts, their strings, gold label names, gold label ids, files read) of --data or a split."""
+    from ..data.labeled import check_labels, load_labeled, load_split
+
+    config = classifier.config
+    if request.data is not None:
+        texts = load_labeled(config.data, str(request.data))
+        files = [request.data]
+    else:
+        texts = load_split(config.data, request.split, config.training.seed)
+        path = getattr(config.data, request.split) or config.data.train  # dev held out of train
+        files = [Path(path)]
+    check_labels(texts, classifier.labels, f"{request.run_dir}/labels.json")
+    if len(texts) == 0:
+        raise UserError(f"{texts.where}: no labelled texts to evaluate")
+    sources, gold_names = list(texts.texts["text"]), list(texts.texts["label"])
+    index = classifier.labels.index()
+    return texts, sources, gold_names, [index[name] for name in gold_names], files
 
 
 def _tables(names, scores):
@@ -153,4 +167,19 @@ def _tables(names, scores):
 
 
 def diagnose_classification(request: EvaluateRequest) -> dict:
-    raise UserError("seq2seq diagnose is not available for classification runs yet")
+    """Gradient flow through time of a classifier, beside fresh models of each cell type."""
+    from ..classifier import Classifier
+    from ..reporting.classification import (FLOW_POSITION, FLOW_WHERE,
+                                            classification_gradient_flow)
+    from ..reporting.gradient_flow import print_flows, write_diagnosis
+
+    classifier = Classifier.from_pretrained(request.run_dir, device=request.device,
+                                            weights=request.checkpoint)
+    texts, sources, _, gold, _ = _labelled_data(request, classifier)
+    flows = classification_gradient_flow(classifier, sources, np.asarray(gold))
+    print_flows(flows, typer.echo)
+    out = request.out_dir()
+    metrics = write_diagnosis(out, request.run_dir, flows, FLOW_POSITION, FLOW_WHERE,
+                              classifier.config.training.clip_grad_norm, texts.where)
+    console.print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
+    return metrics

@@ -89,22 +89,12 @@ def generate(
 
 def evaluate_language_model(request: EvaluateRequest) -> dict:
     """Perplexity, loss and bits per character of held-out text; writes metrics.json."""
-    from ..data.stream import load_split, load_texts
     from ..generator import Generator
     from ..training.checkpoint import atomic_write_text
 
     generator = Generator.from_pretrained(request.run_dir, device=request.device,
                                           weights=request.checkpoint)
-    data = generator.config.data
-    if request.data is not None:
-        texts = load_texts(data, str(request.data))
-    else:
-        split = request.split
-        if split == "test" and not data.test:
-            split = "dev"  # e.g. tiny Shakespeare: its only held-out text is the dev part
-            console.print("note: data.test is not set in the run's config; evaluating on the "
-                          "dev split (or give --data FILE)")
-        texts = load_split(data, split)
+    texts, files = _held_out(request, generator)
     started = time.perf_counter()
     if request.batch_size is not None and request.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {request.batch_size}")
@@ -123,7 +113,47 @@ def evaluate_language_model(request: EvaluateRequest) -> dict:
         "characters": scores.characters,
         "seconds": round(seconds, 3),
     }
+    if request.report is not None:
+        from ..reporting.generation import write_generation_report
+
+        metrics = write_generation_report(request.report, generator, texts.where, files, texts,
+                                          metrics, seconds)
+        console.print(f"wrote {request.report / 'report.html'} and {request.report / 'report.md'}")
     out = request.out_dir()
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
     console.print(f"wrote {out / 'metrics.json'}")
+    return metrics
+
+
+def _held_out(request: EvaluateRequest, generator):
+    """(the texts, the files they came from) of --data or the config's split."""
+    from ..data.stream import load_split, load_texts
+
+    data = generator.config.data
+    if request.data is not None:
+        return load_texts(data, str(request.data)), [request.data]
+    split = request.split
+    if split == "test" and not data.test:
+        split = "dev"  # e.g. tiny Shakespeare: its only held-out text is the dev part
+        console.print("note: data.test is not set in the run's config; evaluating on the "
+                      "dev split (or give --data FILE)")
+    path = getattr(data, split) or data.train  # a dev split may be the tail of train
+    return load_split(data, split), [Path(path)]
+
+
+def diagnose_language_model(request: EvaluateRequest) -> dict:
+    """Gradient flow through time of a language model, beside fresh models of each cell type."""
+    from ..generator import Generator
+    from ..reporting.generation import FLOW_POSITION, FLOW_WHERE, lm_gradient_flow, tokenized
+    from ..reporting.gradient_flow import print_flows, write_diagnosis
+
+    generator = Generator.from_pretrained(request.run_dir, device=request.device,
+                                          weights=request.checkpoint)
+    texts, _ = _held_out(request, generator)
+    flows = lm_gradient_flow(generator, tokenized(generator, texts))
+    print_flows(flows, typer.echo)
+    out = request.out_dir()
+    metrics = write_diagnosis(out, request.run_dir, flows, FLOW_POSITION, FLOW_WHERE,
+                              generator.config.training.clip_grad_norm, texts.where)
+    console.print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
     return metrics
