@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --run-dir instead of starting afresh")
     parser.add_argument("--out", type=Path, help="results JSON [RUN_DIR/bench.json]")
     args = parser.parse_args()
     config = yaml.safe_load(args.config.read_text())
@@ -42,12 +44,14 @@ def main() -> None:
               "machine": machine(), "config": str(args.config), "overrides": args.overrides,
               "run_dir": str(run_dir)}
     if not args.skip_train:
-        command = CLI + ["train", str(args.config), "--run-dir", str(run_dir), "--overwrite", "-q"]
+        command = CLI + ["train", str(args.config), "--run-dir", str(run_dir), "-q",
+                         "--resume" if args.resume else "--overwrite"]
         for item in args.overrides:
             command += ["--set", item]
         started = time.perf_counter()
         subprocess.run(command, check=True)
         result["train_wall_minutes"] = round((time.perf_counter() - started) / 60, 2)
+        result["resumed"] = args.resume
     result["training"] = training_summary(run_dir)
     beams = [5, 1] if config.get("task", "translation") == "translation" else [None]
     result["evaluations"] = []
