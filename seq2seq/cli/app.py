@@ -117,3 +117,15 @@ class EvaluateRequest:
 
     def out_dir(self) -> Path:
         return self.output_dir or self.run_dir / "eval" / self.data_name()
+
+
+def finish_diagnosis(request: EvaluateRequest, flows: list, position: str, where_loss: str,
+                     clip: float, described: str) -> dict:
+    """Every head's end of ``seq2seq diagnose``: print the curves, write the report, say where."""
+    from ..reporting.gradient_flow import print_flows, write_diagnosis
+
+    print_flows(flows, typer.echo)
+    out = request.out_dir()
+    metrics = write_diagnosis(out, request.run_dir, flows, position, where_loss, clip, described)
+    console.print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
+    return metrics

@@ -11,7 +11,8 @@ import numpy as np
 import typer
 
 from ..errors import UserError
-from .app import DEVICE_HELP, EvaluateRequest, app, console, read_inputs, user_errors, write_output
+from .app import (DEVICE_HELP, EvaluateRequest, app, console, finish_diagnosis, read_inputs,
+                  user_errors, write_output)
 
 FORMATS = ("tsv", "jsonl")
 
@@ -171,15 +172,10 @@ def diagnose_classification(request: EvaluateRequest) -> dict:
     from ..classifier import Classifier
     from ..reporting.classification import (FLOW_POSITION, FLOW_WHERE,
                                             classification_gradient_flow)
-    from ..reporting.gradient_flow import print_flows, write_diagnosis
 
     classifier = Classifier.from_pretrained(request.run_dir, device=request.device,
                                             weights=request.checkpoint)
     texts, sources, _, gold, _ = _labelled_data(request, classifier)
     flows = classification_gradient_flow(classifier, sources, np.asarray(gold))
-    print_flows(flows, typer.echo)
-    out = request.out_dir()
-    metrics = write_diagnosis(out, request.run_dir, flows, FLOW_POSITION, FLOW_WHERE,
-                              classifier.config.training.clip_grad_norm, texts.where)
-    console.print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
-    return metrics
+    return finish_diagnosis(request, flows, FLOW_POSITION, FLOW_WHERE,
+                            classifier.config.training.clip_grad_norm, texts.where)

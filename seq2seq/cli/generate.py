@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
-from .app import DEVICE_HELP, EvaluateRequest, app, console, user_errors
+from .app import DEVICE_HELP, EvaluateRequest, app, console, finish_diagnosis, user_errors
 
 FORMATS = ("text", "jsonl")
 SAMPLE_SEPARATOR = "-" * 40  # between samples in text format
@@ -145,15 +145,10 @@ def diagnose_language_model(request: EvaluateRequest) -> dict:
     """Gradient flow through time of a language model, beside fresh models of each cell type."""
     from ..generator import Generator
     from ..reporting.generation import FLOW_POSITION, FLOW_WHERE, lm_gradient_flow, tokenized
-    from ..reporting.gradient_flow import print_flows, write_diagnosis
 
     generator = Generator.from_pretrained(request.run_dir, device=request.device,
                                           weights=request.checkpoint)
     texts, _ = _held_out(request, generator)
     flows = lm_gradient_flow(generator, tokenized(generator, texts))
-    print_flows(flows, typer.echo)
-    out = request.out_dir()
-    metrics = write_diagnosis(out, request.run_dir, flows, FLOW_POSITION, FLOW_WHERE,
-                              generator.config.training.clip_grad_norm, texts.where)
-    console.print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
-    return metrics
+    return finish_diagnosis(request, flows, FLOW_POSITION, FLOW_WHERE,
+                            generator.config.training.clip_grad_norm, texts.where)

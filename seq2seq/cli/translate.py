@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
-from .app import DEVICE_HELP, EvaluateRequest, app, console, read_inputs, read_lines, user_errors, write_output
+from .app import (DEVICE_HELP, EvaluateRequest, app, console, finish_diagnosis, read_inputs,
+                  read_lines, user_errors, write_output)
 
 
 @app.command()
@@ -126,7 +127,6 @@ def _read_test_data(request: EvaluateRequest, config):
 
 def diagnose_translation(request: EvaluateRequest) -> dict:
     """Gradient flow through time of a translator, beside fresh models of each cell type."""
-    from ..reporting.gradient_flow import print_flows, write_diagnosis
     from ..reporting.translation import translation_gradient_flow
     from ..translator import Translator
 
@@ -134,14 +134,10 @@ def diagnose_translation(request: EvaluateRequest) -> dict:
                                             weights=request.checkpoint)
     sources, references, described, _ = _read_test_data(request, translator.config)
     flows = translation_gradient_flow(translator, sources, references)
-    print_flows(flows, typer.echo)
-    out = request.out_dir()
-    metrics = write_diagnosis(out, request.run_dir, flows, "source token",
-                              "the 32 longest source sentences (loss: the whole reference "
-                              "translation, teacher-forced)",
-                              translator.config.training.clip_grad_norm, described)
-    console.print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
-    return metrics
+    return finish_diagnosis(request, flows, "source token",
+                            "the 32 longest source sentences (loss: the whole reference "
+                            "translation, teacher-forced)",
+                            translator.config.training.clip_grad_norm, described)
 
 
 def _comparison(request: EvaluateRequest, translator, sources: list[str]):

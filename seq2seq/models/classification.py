@@ -26,7 +26,7 @@ from ..config import ModelConfig
 from ..errors import UserError
 from ..tokenizers import PAD_ID
 from .encoder import RecurrentEncoder, RNNState
-from .functional import Dropout
+from .functional import Dropout, init_weights
 
 
 class AttentionPooling(nn.Module):
@@ -64,20 +64,7 @@ class ClassificationModel(nn.Module):
                                             nn.Linear(head.hidden_size, num_classes))
         else:
             self.classifier = nn.Sequential(nn.Linear(size, num_classes))
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # As in the translator: Xavier for projections and embeddings, zero biases; the RNN
-        # keeps PyTorch's uniform init.
-        for name, param in self.named_parameters():
-            if name.startswith("encoder.rnn"):
-                continue
-            if param.dim() > 1:
-                nn.init.xavier_uniform_(param)
-            else:
-                nn.init.zeros_(param)
-        with torch.no_grad():
-            self.embedding.weight[PAD_ID].zero_()
+        init_weights(self, ("encoder.rnn",), [self.embedding])
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """[B, S] ids (padded with PAD_ID) and [B] lengths (>= 1, CPU) -> [B, C] logits."""

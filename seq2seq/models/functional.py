@@ -1,4 +1,7 @@
-"""Two hot-path functions written for CPU speed, numerically identical in meaning to torch's.
+"""Functions every head's model shares.
+
+``init_weights``: the one initialisation policy of the translator, classifier and language
+model. Two hot-path functions written for CPU speed, numerically identical in meaning to torch's:
 
 - ``dropout``: draws its mask with ``torch.rand`` (about 3x faster on CPU than the
   Bernoulli sampler behind ``F.dropout``), from the same global generator, so runs stay
@@ -10,7 +13,30 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
+
+from ..tokenizers import PAD_ID
+
+
+def init_weights(model: torch.nn.Module, rnn_prefixes: tuple[str, ...],
+                 embeddings: Iterable[torch.nn.Embedding]) -> None:
+    """Xavier-uniform for projections and embeddings, zero biases, zero padding rows.
+
+    Parameters whose names start with ``rnn_prefixes`` keep PyTorch's uniform init, which
+    trains these recurrent cells well.
+    """
+    for name, param in model.named_parameters():
+        if name.startswith(rnn_prefixes):
+            continue
+        if param.dim() > 1:
+            torch.nn.init.xavier_uniform_(param)
+        else:
+            torch.nn.init.zeros_(param)
+    with torch.no_grad():
+        for embedding in embeddings:
+            embedding.weight[PAD_ID].zero_()
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

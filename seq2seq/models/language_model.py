@@ -17,7 +17,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..tokenizers import PAD_ID
 from .encoder import RecurrentEncoder, RNNState
-from .functional import dropout
+from .functional import dropout, init_weights
 
 
 @dataclass
@@ -103,22 +103,9 @@ class LanguageModel(nn.Module):
             nn.Linear(lm.condition_size, enc.layers * state_parts * enc.hidden_size)
             if self.condition is not None and lm.condition_mode in ("init", "both") else None)
         self.output_layer = nn.Linear(enc.hidden_size, vocab_size)
-        self._init_weights()
+        init_weights(self, ("encoder.rnn",), [self.embedding])
         if config.tie_embeddings:  # config validation guarantees embedding_size == hidden_size
             self.output_layer.weight = self.embedding.weight
-
-    def _init_weights(self) -> None:
-        # As the translator: Xavier for projections and embeddings, zero biases, PyTorch's
-        # default uniform init for the RNN weights.
-        for name, param in self.named_parameters():
-            if name.startswith("encoder.rnn"):
-                continue
-            if param.dim() > 1:
-                nn.init.xavier_uniform_(param)
-            else:
-                nn.init.zeros_(param)
-        with torch.no_grad():
-            self.embedding.weight[PAD_ID].zero_()
 
     # ---- state ----
 

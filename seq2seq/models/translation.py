@@ -11,7 +11,7 @@ from ..tokenizers import PAD_ID
 from .attention import build_attention
 from .decoder import DecoderState, RecurrentDecoder
 from .encoder import RecurrentEncoder
-from .functional import Dropout, cross_entropy_sum
+from .functional import Dropout, cross_entropy_sum, init_weights
 
 
 class Bridge(nn.Module):
@@ -63,23 +63,9 @@ class TranslationModel(nn.Module):
                                         dec.layers, memory_size, attention, dec.input_feeding,
                                         dec.dropout, config.output_dropout)
         self.output_layer = nn.Linear(dec.hidden_size, trg_vocab_size)
-        self._init_weights()
+        init_weights(self, ("encoder.rnn", "decoder.rnn"), [self.src_embed, self.trg_embed])
         if config.tie_embeddings:
             self.output_layer.weight = self.trg_embed.weight
-
-    def _init_weights(self) -> None:
-        # Xavier for projections and embeddings, zero biases; RNN weights keep PyTorch's
-        # uniform init, which trains these cells well.
-        for name, param in self.named_parameters():
-            if name.startswith(("encoder.rnn", "decoder.rnn")):
-                continue
-            if param.dim() > 1:
-                nn.init.xavier_uniform_(param)
-            else:
-                nn.init.zeros_(param)
-        with torch.no_grad():
-            self.src_embed.weight[PAD_ID].zero_()
-            self.trg_embed.weight[PAD_ID].zero_()
 
     # ---- encoding ----
 
