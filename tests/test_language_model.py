@@ -394,6 +394,18 @@ def test_cli_generate_streams_and_repeats_with_a_seed(shakespeare_run):
     assert len(scores) == 2
 
 
+def test_cli_generate_uses_one_thread_for_a_single_stream(shakespeare_run, monkeypatch):
+    chosen = []
+    monkeypatch.setattr(runtime, "configure_threads",
+                        lambda num_threads=0: chosen.append(num_threads))
+    for options in (["--seed", 1], ["--greedy"], ["--num-samples", 3], ["--beam-size", 2],
+                    ["--num-samples", 3, "--threads", 2]):
+        result = run_cli("generate", shakespeare_run, "--max-tokens", 5, *options)
+        assert result.exit_code == 0, result.output
+    assert chosen == [1, 1, 0, 0, 2]  # 0 = every core
+    assert_user_error(run_cli("generate", shakespeare_run, "--threads", -1), "--threads", ">= 0")
+
+
 def test_cli_evaluate_reports_perplexity_and_bpc(shakespeare_run, tmp_path):
     held_out = tmp_path / "held_out.txt"
     held_out.write_text(SHAKESPEARE.read_text(encoding="utf-8")[20000:24000], encoding="utf-8")

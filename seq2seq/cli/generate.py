@@ -46,6 +46,8 @@ def generate(
                                       "per sample, with its log-probability and seed)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Weights to use [model.safetensors]."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    threads: int = typer.Option(0, help="CPU threads; 0 = 1 for a single sample (its small "
+                                "matrix products run faster on one thread), else every core."),
 ) -> None:
     """Generate text with a language model; in text format one sample is printed as it is
     produced. Stops at end-of-sequence or after --max-tokens."""
@@ -54,11 +56,14 @@ def generate(
 
     if output_format not in FORMATS:
         raise UserError(f"--format {output_format!r} is not valid (choices: {', '.join(FORMATS)})")
-    configure_threads(0)
+    if threads < 0:
+        raise UserError(f"--threads must be >= 0 (0 = automatic), got {threads}")
     generator = Generator.from_pretrained(run_dir, device=device, weights=checkpoint)
     options = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                    greedy=greedy, beam_size=beam_size, num_samples=num_samples)
     chosen = generator.generation_options(**options)  # bad options fail before any output
+    one_stream = chosen.greedy or (chosen.num_samples == 1 and chosen.beam_size == 1)
+    configure_threads(threads or (1 if one_stream else 0))
     streaming = output_format == "text" and chosen.num_samples == 1
     if streaming:
         sys.stdout.write(prompt)
