@@ -81,6 +81,22 @@ def greedy_search(model, state, first_tokens: torch.Tensor, max_lengths: torch.T
     Returns:
         one Hypothesis per sequence, in input order.
     """
+    def most_probable(log_probs: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        block_repeated_ngrams(log_probs, history, no_repeat_ngram)
+        return log_probs.max(dim=-1).indices
+
+    return _extend_one_path(model, state, first_tokens, max_lengths, min_length, most_probable)
+
+
+def _extend_one_path(model, state, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
+                     min_length: int, pick, on_step=None) -> list[Hypothesis]:
+    """The loop greedy search and sampling share: each sequence grows one path, a token per
+    step, until </s> or its length budget; finished rows leave the batch at once.
+
+    ``pick(log_probs [N, V], history [N, t]) -> tokens [N]`` chooses the next tokens (it may
+    set scores to -inf in place). Returns one Hypothesis per sequence, in input order, its
+    log_prob summed from ``log_probs`` as ``pick`` left them.
+    """
     batch = first_tokens.size(0)
     device = first_tokens.device
     max_lengths = max_lengths.to(device)
@@ -92,16 +108,16 @@ def greedy_search(model, state, first_tokens: torch.Tensor, max_lengths: torch.T
     for step in range(int(max_lengths.max())):
         log_probs, state, _ = model.decode_step(token, state)
         _restrict_length(log_probs, step, max_lengths[active], min_length)
-        block_repeated_ngrams(log_probs, history, no_repeat_ngram)
-        best, token = log_probs.max(dim=-1)
-        log_prob = log_prob + best
+        token = pick(log_probs, history)
+        log_prob = log_prob + log_probs.gather(1, token.unsqueeze(1)).squeeze(1)
         history = torch.cat([history, token.unsqueeze(1)], dim=1)
+        if on_step is not None:
+            on_step(active.tolist(), token.tolist())
         done = token == EOS_ID
         if bool(done.any()):
             for row in done.nonzero(as_tuple=True)[0].tolist():
-                tokens = history[row, :-1].tolist()
                 lp = float(log_prob[row])
-                results[int(active[row])] = Hypothesis(tokens, lp, lp)
+                results[int(active[row])] = Hypothesis(history[row, :-1].tolist(), lp, lp)
             keep = (~done).nonzero(as_tuple=True)[0]
             if keep.numel() == 0:
                 break
@@ -224,36 +240,12 @@ def sample(model, state, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
     indices still running and the token each drew, so text can be streamed as it comes.
     Returns one Hypothesis per sequence (log_prob under the unfiltered model).
     """
-    batch = first_tokens.size(0)
-    device = first_tokens.device
-    max_lengths = max_lengths.to(device)
-    active = torch.arange(batch, device=device)
-    history = torch.empty((batch, 0), dtype=torch.long, device=device)
-    token = first_tokens
-    log_prob = torch.zeros(batch, device=device)
-    results: list[Hypothesis | None] = [None] * batch
-    for step in range(int(max_lengths.max())):
-        log_probs, state, _ = model.decode_step(token, state)
-        _restrict_length(log_probs, step, max_lengths[active], min_length)
+    def draw(log_probs: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         logits = filter_logits(log_probs / temperature, top_k, top_p)
         if top_k == 1:
-            token = logits.argmax(-1)  # exact greedy, no draw
-        else:
-            probs = logits.softmax(-1)
-            token = torch.multinomial(probs.cpu() if generator is not None else probs, 1,
-                                      generator=generator).view(-1).to(device)
-        log_prob = log_prob + log_probs.gather(1, token.unsqueeze(1)).squeeze(1)
-        history = torch.cat([history, token.unsqueeze(1)], dim=1)
-        if on_step is not None:
-            on_step(active.tolist(), token.tolist())
-        done = token == EOS_ID
-        if bool(done.any()):
-            for row in done.nonzero(as_tuple=True)[0].tolist():
-                lp = float(log_prob[row])
-                results[int(active[row])] = Hypothesis(history[row, :-1].tolist(), lp, lp)
-            keep = (~done).nonzero(as_tuple=True)[0]
-            if keep.numel() == 0:
-                break
-            active, history, token, log_prob = active[keep], history[keep], token[keep], log_prob[keep]
-            state = state.select(keep)
-    return results  # type: ignore[return-value]
+            return logits.argmax(-1)  # exact greedy, no draw
+        probs = logits.softmax(-1)
+        return torch.multinomial(probs.cpu() if generator is not None else probs, 1,
+                                 generator=generator).view(-1).to(log_probs.device)
+
+    return _extend_one_path(model, state, first_tokens, max_lengths, min_length, draw, on_step)
