@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import abc
 import collections
-import contextlib
 import io
 import json
 import os
 import random
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
 
 from seq2seq.errors import UserError
+from seq2seq.files import atomic_write_bytes
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")
@@ -160,7 +159,7 @@ class _VocabTokenizer(Tokenizer):
             "tokens": self._tokens,
         }
         path = Path(directory) / f"{name}.json"
-        _write_atomic(path, _json_bytes(meta))
+        atomic_write_bytes(path, _json_bytes(meta))
         return [path]
 
 
@@ -246,9 +245,9 @@ class SentencePieceTokenizer(Tokenizer):
     def save(self, directory: Path, name: str) -> list[Path]:
         directory = Path(directory)
         model_path, meta_path = directory / f"{name}.model", directory / f"{name}.json"
-        _write_atomic(model_path, self._sp.serialized_model_proto())
+        atomic_write_bytes(model_path, self._sp.serialized_model_proto())
         meta = {"kind": self.kind, "format_version": FORMAT_VERSION, "lowercase": self.lowercase}
-        _write_atomic(meta_path, _json_bytes(meta))
+        atomic_write_bytes(meta_path, _json_bytes(meta))
         return [model_path, meta_path]
 
 
@@ -467,22 +466,6 @@ def _check_tokens(path: Path, meta: dict, cls: type[_VocabTokenizer]) -> list[st
 def _json_bytes(obj: dict) -> bytes:
     # ASCII escapes keep odd strings (lone surrogates from undecodable input) writable.
     return (json.dumps(obj, ensure_ascii=True, indent=1) + "\n").encode("ascii")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _first_line(e: BaseException) -> str:

@@ -17,10 +17,8 @@ import yaml
 from rich.console import Console
 from safetensors.torch import load_file, save_model
 from torch import nn
-from typer.testing import CliRunner
 
 from seq2seq import Classifier
-from seq2seq.cli import app
 from seq2seq.config import ModelConfig, config_from_dict, dump_config
 from seq2seq.data.labeled import truncate
 from seq2seq.errors import UserError
@@ -32,9 +30,10 @@ from seq2seq.tokenizers import EOS_ID, PAD_ID, train_tokenizer
 from seq2seq.training.checkpoint import RunDirectory
 from seq2seq.training.trainer import Trainer
 
+from .cli_helpers import assert_user_error, run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = Console(stderr=True, quiet=True)
-runner = CliRunner()
 
 FILLERS = [f"w{i}" for i in range(20)]
 
@@ -414,23 +413,6 @@ def test_init_from_refuses_weights_that_do_not_fit(tmp_path, change, words):
 
 
 # --- the command line -----------------------------------------------------------------------
-
-
-def run_cli(*args, input: str | None = None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def assert_user_error(result, *words: str) -> str:
-    """Exit status 2 and one line ``error: ...`` containing ``words``; no traceback."""
-    output = result.output
-    assert result.exit_code == 2, output
-    assert "Traceback" not in output
-    assert result.exception is None or isinstance(result.exception, SystemExit), output
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, output
-    for word in words:
-        assert word in errors[0], errors[0]
-    return errors[0]
 
 
 SST2_SMALL = ["--set", "model.embedding_size=16", "--set", "model.encoder.hidden_size=16",

@@ -14,28 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from seq2seq.cli import app
+from .cli_helpers import assert_user_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-runner = CliRunner()
-
-
-def run_cli(*args: str, input: str | None = None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def assert_user_error(result, *words: str) -> str:
-    """Exit status 2 and one line ``error: ...`` containing ``words``; no traceback."""
-    output = result.output
-    assert result.exit_code == 2, output
-    assert "Traceback" not in output
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, output
-    for word in words:
-        assert word in errors[0], errors[0]
-    return errors[0]
 
 
 def write_pairs(path: Path, n: int, seed: int) -> None:

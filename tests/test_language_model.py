@@ -12,10 +12,8 @@ import torch
 import yaml
 from rich.console import Console
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 from seq2seq import Generator, runtime
-from seq2seq.cli import app
 from seq2seq.config import config_from_dict, dump_config
 from seq2seq.data.stream import StreamWindows, evaluation_layout
 from seq2seq.models.language_model import LanguageModel
@@ -25,10 +23,11 @@ from seq2seq.tokenizers import PAD_ID, train_tokenizer
 from seq2seq.training.checkpoint import RunDirectory
 from seq2seq.training.trainer import Trainer
 
+from .cli_helpers import assert_user_error, run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = ROOT / "data" / "tiny-shakespeare" / "input.txt"
 QUIET = Console(stderr=True, quiet=True)
-runner = CliRunner()
 
 # Two characters of context always tell the next one, so even the first steps from a
 # zero state are determined.
@@ -340,22 +339,6 @@ def test_resumed_stream_run_continues_exactly(tmp_path):
 
 # --------------------------------------------------------------------------------------
 # The command line
-
-
-def run_cli(*args) -> object:
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result, *words: str) -> str:
-    """Exit status 2 and one line ``error: ...`` containing ``words``; no traceback."""
-    output = result.output
-    assert result.exit_code == 2, output
-    assert "Traceback" not in output
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, output
-    for word in words:
-        assert word in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from seq2seq.cli import app
 from seq2seq.models.encoder import RecurrentEncoder
 from seq2seq.reporting.document import Document
 from seq2seq.reporting.gradient_flow import Probe, measure
 
+from .cli_helpers import runner
 from .test_cli_translation import tiny_config
 
-runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -142,8 +142,8 @@ def test_no_repeat_ngram_blocking():
     model = peaked_model()
     src, lengths = sources()
     limits = torch.full_like(lengths, 12)
-    for search in ("greedy", "beam"):
-        if search == "greedy":
+    for method in ("greedy", "beam"):
+        if method == "greedy":
             outputs = [h.tokens for h in greedy_search(model, src, lengths, limits, no_repeat_ngram=2)]
         else:
             outputs = [h[0].tokens for h in beam_search(model, src, lengths, limits, 3,

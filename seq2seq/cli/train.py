@@ -32,8 +32,9 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train a model from a YAML config (the task is named in the config)."""
+    from ..files import atomic_write_text
     from ..runtime import ProcessInfo, configure_threads, seed_everything, select_device
-    from ..training.checkpoint import RunDirectory, atomic_write_text
+    from ..training.checkpoint import RunDirectory
     from ..training.trainer import Trainer
 
     config = load_config(config_path, overrides)
@@ -119,8 +120,8 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 def write_signature(run, config: Config) -> None:
     """Keep sacrebleu's signatures (metric settings + version) with the run."""
+    from ..files import atomic_write_text
     from ..metrics.translation import score_translations
-    from ..training.checkpoint import atomic_write_text
 
     e = config.evaluation
     scores = score_translations(["x"], ["x"], ("bleu", "chrf", "ter"), e.tokenize, e.lowercase)

@@ -32,7 +32,7 @@ import torch
 from ..config import DataConfig
 from ..errors import UserError
 from ..tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
-from ..training.checkpoint import atomic_write_text
+from ..files import atomic_write_text
 from .batching import IdColumn, pad_rows
 from .corpus import tokenizer_fingerprint
 from .loading import TextSource, datasets_quiet, load_columns, resolve_format

@@ -19,7 +19,8 @@ from ..models.classification import (ClassificationModel, classification_loss,
 from ..pretrained import load_tokenizers, save_tokenizers, weights_path
 from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer, load_tokenizer, train_tokenizer
-from ..training.checkpoint import RunDirectory, atomic_write_bytes
+from ..files import atomic_write_bytes
+from ..training.checkpoint import RunDirectory
 from ..training.trainer import Validation
 
 TOKENIZER_NAME = "text"  # non-translation runs keep one tokenizer under this name

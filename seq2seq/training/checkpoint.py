@@ -29,30 +29,12 @@ import torch
 from safetensors.torch import load_file, save_model
 
 from ..errors import UserError
+from ..files import atomic_write_text
 
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
