@@ -129,7 +129,7 @@ class ModelConfig:
     output_dropout: float = 0.2  # before the output layer
     tie_embeddings: bool = False  # decoder input embedding = output projection
     share_embeddings: bool = False  # source embedding = target embedding (joint vocabulary)
-    init_from: str = ""  # classification: a language-model run directory to initialise from
+    init_from: str = ""  # classification: a language-model or classifier run to start from
 
 
 @dataclass

@@ -388,6 +388,33 @@ def test_init_from_copies_language_model_weights_and_tokenizer(tmp_path):
     assert "copied 8 of 17 embedding and encoder tensors" in messages.export_text()
 
 
+def test_init_from_a_classifier_copies_every_direction_but_not_the_head(tmp_path):
+    raw = synthetic_raw(tmp_path, cell="lstm", max_steps=1)
+    raw["model"].update(embedding_size=16)
+    raw["model"]["encoder"].update(hidden_size=16, layers=2, bidirectional=True)
+    source = tmp_path / "source"
+    lm = make_language_model_run(source, [t for t, _ in sentiment_rows(500, 5)],
+                                 task="classification")
+    torch.manual_seed(5)
+    classifier = ClassificationModel(config_from_dict(raw).model, lm.embedding.num_embeddings, 3)
+    save_model(classifier, str(source / "model.safetensors"))
+    raw["model"]["init_from"] = str(source)
+    run = RunDirectory(tmp_path / "run")
+    run.path.mkdir()
+    messages = Console(stderr=True, record=True, width=200)
+    task = ClassificationTask.setup(config_from_dict(raw), run, False, torch.device("cpu"), messages)
+    ours, theirs = task.model.state_dict(), classifier.state_dict()
+    encoder = [n for n in theirs if n.startswith(("embedding.", "encoder.rnn."))]
+    head = [n for n in theirs if n not in encoder and theirs[n].dim() > 1]
+    assert len(encoder) == 17 and head
+    for name in encoder:
+        assert torch.equal(ours[name], theirs[name]), name
+    for name in head:  # the task's own layers start fresh
+        assert ours[name].shape != theirs[name].shape or not torch.equal(ours[name], theirs[name])
+    assert "copied 17 of 17 embedding and encoder tensors from the classification run" in (
+        messages.export_text())
+
+
 @pytest.mark.parametrize("change,words", [
     ({"embedding_size": 8}, ["model.init_from", "embedding.weight", ", 8)", "embedding_size"]),
     ({"encoder": {"hidden_size": 8}}, ["model.init_from", "encoder.rnn.weight_ih_l0"]),
@@ -570,7 +597,7 @@ def test_init_from_a_run_that_is_not_a_language_model(tmp_path):
     raw["model"]["init_from"] = str(tmp_path / "lm")
     config.write_text(yaml.safe_dump(raw))
     assert_train_refused(tmp_path, config, "model.init_from", "translation run",
-                         "not a language_model run")
+                         "not a language_model or classification run")
     raw["model"]["init_from"] = str(tmp_path / "nowhere")
     config.write_text(yaml.safe_dump(raw))
     assert_train_refused(tmp_path, config, "run directory not found", "nowhere")

@@ -110,17 +110,19 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor,
 
 
 # --------------------------------------------------------------------------------------
-# Transfer from a language model
+# Transfer from a language model or another classifier
 
 
-def copy_language_model_weights(model: ClassificationModel, weights: Path) -> tuple[int, int]:
-    """Copy ``embedding.*`` and ``encoder.rnn.*`` tensors from a language model's safetensors.
+def copy_encoder_weights(model: ClassificationModel, weights: Path) -> tuple[int, int]:
+    """Copy ``embedding.*`` and ``encoder.rnn.*`` tensors from a language model's or a
+    classifier's safetensors; the classifier's own output layers stay freshly initialised.
 
-    The language model reads left to right, so its encoder has only the forward direction: for
+    A language model reads left to right, so its encoder has only the forward direction: for
     a bidirectional classifier the forward tensors are copied and the backward ones keep their
     fresh initialisation; so do deeper layers whose input size differs (a layer above a
-    bidirectional one reads both directions). The embedding and every forward first-layer
-    tensor must fit, else it is a UserError. Returns (tensors copied, tensors that could be).
+    bidirectional one reads both directions). From a bidirectional classifier every direction
+    is copied. The embedding and every forward first-layer tensor must fit, else it is a
+    UserError. Returns (tensors copied, tensors that could be).
     """
     own = model.state_dict()
     wanted = [name for name in own if name.startswith(("embedding.", "encoder.rnn."))]
@@ -141,12 +143,12 @@ def copy_language_model_weights(model: ClassificationModel, weights: Path) -> tu
     for name in required:
         if name not in found:
             raise UserError(f"model.init_from: {weights} has no tensor {name}; is it a seq2seq "
-                            "language model?")
+                            "language model or classifier?")
         if found[name].shape != own[name].shape:
             raise UserError(
                 f"model.init_from: {name} is {tuple(found[name].shape)} in {weights} but "
                 f"{tuple(own[name].shape)} here; model.embedding_size, model.encoder.cell and "
-                "model.encoder.hidden_size must match the language model's")
+                "model.encoder.hidden_size must match the source run's")
     copied = {name: value for name, value in found.items() if value.shape == own[name].shape}
     with torch.no_grad():
         for name, value in copied.items():

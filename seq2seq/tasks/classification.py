@@ -15,7 +15,7 @@ from ..data.labeled import (ClassificationBatch, LabeledCorpus, LabelVocabulary,
 from ..errors import UserError
 from ..metrics.classification import classification_scores
 from ..models.classification import (ClassificationModel, classification_loss,
-                                     copy_language_model_weights)
+                                     copy_encoder_weights)
 from ..pretrained import load_tokenizers, save_tokenizers, weights_path
 from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer, load_tokenizer, train_tokenizer
@@ -53,8 +53,8 @@ class ClassificationTask:
               console: Console, process: ProcessInfo = ProcessInfo()) -> "ClassificationTask":
         """Load the data; make (fresh run) or load (resume) the labels and the tokenizer.
 
-        With ``model.init_from`` a fresh run takes the language model's tokenizer and copies
-        its embedding and encoder weights.
+        With ``model.init_from`` a fresh run takes the tokenizer of that language-model or
+        classification run and copies its embedding and encoder weights.
         """
         data = config.data
         train_texts, dev_texts = load_train_dev(data, config.training.seed)
@@ -68,7 +68,7 @@ class ClassificationTask:
         if resume:
             tokenizer, _ = load_tokenizers(run, config)
         elif init_from:
-            tokenizer = language_model_tokenizer(init_from, run, process)
+            tokenizer, source_task = pretrained_tokenizer(init_from, run, process)
         else:
             tokenizer = train_text_tokenizer(train_texts.texts, config)
         if not resume and process.is_main:
@@ -88,10 +88,9 @@ class ClassificationTask:
             f"{tokenizer.kind} vocabulary {tokenizer.vocab_size}", markup=False, highlight=False)
         task = cls(config, train, dev, tokenizer, labels, device, process)
         if init_from and not resume:
-            copied, total = copy_language_model_weights(
-                task.model, weights_path(RunDirectory(init_from)))
+            copied, total = copy_encoder_weights(task.model, weights_path(RunDirectory(init_from)))
             console.print(f"init_from {init_from}: copied {copied} of {total} embedding and "
-                          "encoder tensors from the language model")
+                          f"encoder tensors from the {source_task.replace('_', ' ')} run")
         return task
 
     # ---- the TrainingTask protocol ----
@@ -146,14 +145,18 @@ def train_text_tokenizer(texts, config: Config) -> Tokenizer:
                            seed=config.training.seed)
 
 
-def language_model_tokenizer(init_from: str, run: RunDirectory,
-                             process: ProcessInfo) -> Tokenizer:
-    """Check ``init_from`` is a language-model run; copy its tokenizer files into ``run``."""
+PRETRAINED_TASKS = ("language_model", "classification")  # runs model.init_from can start from
+
+
+def pretrained_tokenizer(init_from: str, run: RunDirectory,
+                         process: ProcessInfo) -> tuple[Tokenizer, str]:
+    """Check ``init_from`` is a language-model or classification run; copy its tokenizer
+    files into ``run``. Returns the tokenizer and the source run's task."""
     source = RunDirectory(init_from)
     task = source.read_run_info().get("task")
-    if task != "language_model":
+    if task not in PRETRAINED_TASKS:
         raise UserError(f"model.init_from: {source.path} is a {task} run, not a language_model "
-                        "run (train one with task: language_model)")
+                        "or classification run")
     tokenizer = load_tokenizer(source.path, TOKENIZER_NAME)
     weights_path(source)  # fail now, before any file is written, if there are no weights
     if process.is_main:
@@ -161,7 +164,7 @@ def language_model_tokenizer(init_from: str, run: RunDirectory,
             path = source.path / f"{TOKENIZER_NAME}{suffix}"
             if path.is_file():
                 atomic_write_bytes(run.path / path.name, path.read_bytes())
-    return tokenizer
+    return tokenizer, task
 
 
 def _shorten(text: str, limit: int = 100) -> str:
