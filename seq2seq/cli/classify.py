@@ -67,8 +67,8 @@ def classify(
 def evaluate_classification(request: EvaluateRequest) -> dict:
     """Classify a labelled test set: accuracy, macro-F1, per-class P/R/F1, confusion matrix."""
     from ..classifier import Classifier
-    from ..metrics.classification import classification_scores
     from ..files import atomic_write_text
+    from ..metrics.classification import classification_scores
 
     classifier = Classifier.from_pretrained(request.run_dir, device=request.device,
                                             weights=request.checkpoint)

@@ -52,8 +52,8 @@ def report(
     run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`."),
     data: Optional[Path] = typer.Option(None, "--data", help="Held-out data in the config's "
                                         "format [the config's test split, else dev]."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", "--output-dir", help="Report directory "
-                                          "[RUN_DIR/report]."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", "--output-dir",
+                                          help="Report directory [RUN_DIR/report]."),
     compare_beam_size: Optional[int] = typer.Option(None, help="Translation: also decode with "
                                                     "this beam size and compare."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -79,8 +79,9 @@ def diagnose(
     run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data in the config's format "
                                         "[the config's dev split]."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", "--output-dir", help="Where the figure, "
-                                          "report and metrics.json go [RUN_DIR/diagnose]."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", "--output-dir",
+                                          help="Where the figure, report and metrics.json go "
+                                          "[RUN_DIR/diagnose]."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Gradient flow through time: ||dLoss/dx_t|| at each input position, for this model and

@@ -94,8 +94,8 @@ def generate(
 
 def evaluate_language_model(request: EvaluateRequest) -> dict:
     """Perplexity, loss and bits per character of held-out text; writes metrics.json."""
-    from ..generator import Generator
     from ..files import atomic_write_text
+    from ..generator import Generator
 
     generator = Generator.from_pretrained(request.run_dir, device=request.device,
                                           weights=request.checkpoint)

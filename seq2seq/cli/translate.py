@@ -57,8 +57,8 @@ def translate(
 
 def evaluate_translation(request: EvaluateRequest) -> dict:
     """Translate a test set and score it with sacrebleu (BLEU, chrF, TER)."""
-    from ..metrics.translation import score_translations
     from ..files import atomic_write_text
+    from ..metrics.translation import score_translations
     from ..translator import Translator
 
     translator = Translator.from_pretrained(request.run_dir, device=request.device,

@@ -22,8 +22,8 @@ import torch
 
 from ..config import DataConfig
 from ..errors import UserError
-from ..tokenizers import EOS_ID, Tokenizer
 from ..files import atomic_write_text
+from ..tokenizers import EOS_ID, Tokenizer
 from .batching import IdColumn, pad_rows
 from .corpus import tokenizer_fingerprint
 from .loading import TextSource, datasets_quiet, load_columns

@@ -13,13 +13,13 @@ from ..data.labeled import (ClassificationBatch, LabeledCorpus, LabelVocabulary,
                             label_names, load_train_dev, make_classification_batch,
                             tokenize_labeled)
 from ..errors import UserError
+from ..files import atomic_write_bytes
 from ..metrics.classification import classification_scores
 from ..models.classification import (ClassificationModel, classification_loss,
                                      copy_encoder_weights)
 from ..pretrained import load_tokenizers, save_tokenizers, weights_path
 from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer, load_tokenizer, train_tokenizer
-from ..files import atomic_write_bytes
 from ..training.checkpoint import RunDirectory
 from ..training.trainer import Validation
 
