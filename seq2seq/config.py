@@ -76,6 +76,7 @@ class TokenizerConfig:
     min_freq: int = 1  # char/word: drop rarer symbols
     lowercase: bool = False
     max_sentences: int = 1_000_000  # sentencepiece trains on at most this many sentences
+    add_vector_words: bool = False  # word: also take the words of model.pretrained_embeddings
 
 
 @dataclass
@@ -130,6 +131,7 @@ class ModelConfig:
     tie_embeddings: bool = False  # decoder input embedding = output projection
     share_embeddings: bool = False  # source embedding = target embedding (joint vocabulary)
     init_from: str = ""  # classification: a language-model or classifier run to start from
+    pretrained_embeddings: str = ""  # classification, language model: word vectors (text format)
 
 
 @dataclass
@@ -362,6 +364,15 @@ def validate(config: Config, source: str = "config") -> None:
     _check(m.classifier.hidden_size >= 0, source, "model.classifier.hidden_size must be >= 0")
     _check(m.language_model.condition_size >= 1, source,
            "model.language_model.condition_size must be >= 1")
+    if m.pretrained_embeddings:
+        _check(config.task != "translation", source,
+               "model.pretrained_embeddings is for the classification and language_model tasks")
+        _check(not m.init_from, source, "model.pretrained_embeddings and model.init_from both "
+               "set the embedding: give one of them")
+    if config.tokenizer.add_vector_words:
+        _check(config.tokenizer.kind == "word" and bool(m.pretrained_embeddings), source,
+               "tokenizer.add_vector_words: true needs tokenizer.kind: word and "
+               "model.pretrained_embeddings")
     if m.share_embeddings:
         _check(config.tokenizer.joint, source,
                "model.share_embeddings: true needs tokenizer.joint: true (one vocabulary)")

@@ -265,13 +265,15 @@ def train_tokenizer(
     max_sentences: int = 2_000_000,
     lowercase: bool = False,
     seed: int = 0,
+    extra_words: Sequence[str] = (),
 ) -> Tokenizer:
     """Train a tokenizer of ``kind`` ("sentencepiece", "char" or "word") on ``texts``.
 
     ``vocab_size`` includes the 4 specials and caps every kind (sentencepiece may end up smaller
     on a small corpus). ``model_type``, ``character_coverage``, ``max_sentences`` and ``seed``
-    only matter for sentencepiece, ``min_freq`` only for char/word. The result depends only on
-    the texts and the arguments.
+    only matter for sentencepiece, ``min_freq`` only for char/word. A word vocabulary takes
+    ``extra_words`` (e.g. the words of pretrained vectors) after the texts' own words, in their
+    order, while it has room. The result depends only on the texts and the arguments.
     """
     _check_train_args(kind, vocab_size, model_type, min_freq, character_coverage, max_sentences)
     if kind == "sentencepiece":
@@ -291,6 +293,8 @@ def train_tokenizer(
     if not counts:
         raise UserError(f"cannot train a {kind} tokenizer: the training texts are empty")
     tokens = _build_vocab(counts, vocab_size, min_freq)
+    if kind == "word" and extra_words:
+        tokens = _extend_vocab(tokens, extra_words, lowercase, vocab_size)
     if len(tokens) == len(SPECIAL_TOKENS):
         raise UserError(
             f"cannot train a {kind} tokenizer: no symbol occurs at least min_freq={min_freq} times"
@@ -325,6 +329,20 @@ def _build_vocab(counts: collections.Counter[str], vocab_size: int, min_freq: in
     kept = [s for s, c in counts.items() if c >= min_freq and s not in SPECIAL_TOKENS]
     kept.sort(key=lambda s: (-counts[s], s))
     return [*SPECIAL_TOKENS, *kept[: vocab_size - len(SPECIAL_TOKENS)]]
+
+
+def _extend_vocab(tokens: list[str], words: Sequence[str], lowercase: bool,
+                  vocab_size: int) -> list[str]:
+    """``tokens`` then the new ones of ``words`` (in order, lowercased if asked), up to ``vocab_size``."""
+    known = set(tokens)
+    for word in words:
+        if len(tokens) >= vocab_size:
+            break
+        word = word.lower() if lowercase else word
+        if word not in known and word.strip() == word and word:
+            tokens.append(word)
+            known.add(word)
+    return tokens
 
 
 def _sample_sentences(texts: Iterable[str], k: int, seed: int, transform: Callable[[str], str]) -> list[str]:

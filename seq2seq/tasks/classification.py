@@ -22,6 +22,7 @@ from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer, load_tokenizer, train_tokenizer
 from ..training.checkpoint import RunDirectory
 from ..training.trainer import Validation
+from ..word_vectors import start_from_vectors, vocabulary_words
 
 TOKENIZER_NAME = "text"  # non-translation runs keep one tokenizer under this name
 
@@ -54,7 +55,8 @@ class ClassificationTask:
         """Load the data; make (fresh run) or load (resume) the labels and the tokenizer.
 
         With ``model.init_from`` a fresh run takes the tokenizer of that language-model or
-        classification run and copies its embedding and encoder weights.
+        classification run and copies its embedding and encoder weights; with
+        ``model.pretrained_embeddings`` its embedding starts from those word vectors.
         """
         data = config.data
         train_texts, dev_texts = load_train_dev(data, config.training.seed)
@@ -91,6 +93,9 @@ class ClassificationTask:
             copied, total = copy_encoder_weights(task.model, weights_path(RunDirectory(init_from)))
             console.print(f"init_from {init_from}: copied {copied} of {total} embedding and "
                           f"encoder tensors from the {source_task.replace('_', ' ')} run")
+        if config.model.pretrained_embeddings and not resume:
+            console.print(start_from_vectors(task.model.embedding, tokenizer,
+                                             config.model.pretrained_embeddings), markup=False)
         return task
 
     # ---- the TrainingTask protocol ----
@@ -142,7 +147,8 @@ def train_text_tokenizer(texts, config: Config) -> Tokenizer:
     return train_tokenizer(column(), kind=t.kind, vocab_size=t.vocab_size,
                            model_type=t.model_type, min_freq=t.min_freq,
                            max_sentences=t.max_sentences, lowercase=t.lowercase,
-                           seed=config.training.seed)
+                           seed=config.training.seed,
+                           extra_words=vocabulary_words(t, config.model.pretrained_embeddings))
 
 
 PRETRAINED_TASKS = ("language_model", "classification")  # runs model.init_from can start from

@@ -19,6 +19,7 @@ from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer, train_tokenizer
 from ..training.checkpoint import RunDirectory
 from ..training.trainer import Validation
+from ..word_vectors import start_from_vectors, vocabulary_words
 
 SAMPLE_TOKENS = {"char": 240}  # tokens of the sample shown at each validation (else 40)
 SAMPLE_CONDITIONS = 3  # conditioned models: one sample for each of the first few labels
@@ -61,7 +62,8 @@ class LanguageModelTask:
     @classmethod
     def setup(cls, config: Config, run: RunDirectory, resume: bool, device: torch.device,
               console: Console, process: ProcessInfo = ProcessInfo()) -> "LanguageModelTask":
-        """Load and tokenize the data; train the tokenizer (fresh run) or load it (resume)."""
+        """Load and tokenize the data; train the tokenizer (fresh run) or load it (resume);
+        start a fresh model's embedding from ``model.pretrained_embeddings`` if given."""
         data = config.data
         train_texts, dev_texts = load_train_dev(data)
         kind = config.model.language_model.condition_type
@@ -74,7 +76,8 @@ class LanguageModelTask:
                 tokenizer_texts(train_texts, tok.kind, data.lm_mode), tok.kind,
                 vocab_size=tok.vocab_size, model_type=tok.model_type, min_freq=tok.min_freq,
                 max_sentences=tok.max_sentences, lowercase=tok.lowercase,
-                seed=config.training.seed)
+                seed=config.training.seed,
+                extra_words=vocabulary_words(tok, config.model.pretrained_embeddings))
             conditions = Conditions.from_training(kind, train_texts) if data.condition else None
             if process.is_main:
                 save_tokenizers(run, config, tokenizer, tokenizer)
@@ -96,7 +99,11 @@ class LanguageModelTask:
                           f"{data.max_length} tokens, {train.skipped:,} blank or skipped), "
                           f"{len(dev):,} dev lines ({dev_texts.where}); {config.tokenizer.kind} "
                           f"vocabulary {tokenizer.vocab_size}{conditioned}")
-        return cls(config, train, dev, tokenizer, conditions, device, process)
+        task = cls(config, train, dev, tokenizer, conditions, device, process)
+        if config.model.pretrained_embeddings and not resume:
+            console.print(start_from_vectors(task.model.embedding, tokenizer,
+                                             config.model.pretrained_embeddings), markup=False)
+        return task
 
     # ---- the TrainingTask protocol ----
 
