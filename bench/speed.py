@@ -4,6 +4,7 @@
     python bench/speed.py                                   # bench/reference_en_de.yaml, 300 steps
     python bench/speed.py --steps 1600 --run-dir /tmp/ref   # longer run, keep the model
     python bench/speed.py --decode-only --run-dir /tmp/ref  # decode with an existing run
+    python bench/speed.py --set training.cpu_amp=true --amp # bfloat16 training and decoding
 
 Prints and writes (``--out``) JSON with: training target tokens/s in steady state (the first
 log interval dropped), peak RSS of the training process, and for beam 5 and greedy on the
@@ -28,9 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def train(config: Path, run_dir: Path, steps: int) -> dict:
+def train(config: Path, run_dir: Path, steps: int, overrides: list[str]) -> dict:
     command = [sys.executable, str(ROOT / "cli.py"), "train", str(config), "--run-dir",
                str(run_dir), "--overwrite", "-q", "--set", f"training.max_steps={steps}"]
+    for override in overrides:
+        command += ["--set", override]
     started = time.perf_counter()
     subprocess.run(command, check=True)
     wall = time.perf_counter() - started
@@ -47,7 +50,7 @@ def train(config: Path, run_dir: Path, steps: int) -> dict:
             "intervals": len(steady), "peak_rss_mib": round(peak_kib / 1024, 1)}
 
 
-def decode(run_dir: Path, beam: int) -> dict:
+def decode(run_dir: Path, beam: int, amp: bool) -> dict:
     from seq2seq import Translator
     from seq2seq.data.corpus import load_parallel
     from seq2seq.metrics.translation import score_translations
@@ -56,17 +59,18 @@ def decode(run_dir: Path, beam: int) -> dict:
     texts = load_parallel(translator.config.data, "test", drop_empty=False)
     sources, references = texts["src"], texts["trg"]
     started = time.perf_counter()
-    hypotheses = translator.translate(sources, beam_size=beam, batch_size=64)
+    hypotheses = translator.translate(sources, beam_size=beam, batch_size=64, amp=amp)
     generation = time.perf_counter() - started
     src_file = run_dir / "bench_test.src"
     src_file.write_text("".join(s + "\n" for s in sources), encoding="utf-8")
     started = time.perf_counter()
     subprocess.run([sys.executable, str(ROOT / "cli.py"), "translate", str(run_dir), "--input",
                     str(src_file), "--output", str(run_dir / f"bench_hyp_b{beam}.txt"),
-                    "--beam-size", str(beam), "--batch-size", "64"], check=True)
+                    "--beam-size", str(beam), "--batch-size", "64", "--amp" if amp else "--no-amp"],
+                   check=True)
     whole = time.perf_counter() - started
     bleu = score_translations(hypotheses, references, ("bleu",))["bleu"].value
-    return {"beam": beam, "sentences": len(sources),
+    return {"beam": beam, "amp": amp, "sentences": len(sources),
             "generation_sentences_per_s": round(len(sources) / generation, 1),
             "generation_seconds": round(generation, 2), "whole_process_seconds": round(whole, 2),
             "bleu": round(bleu, 2)}
@@ -78,6 +82,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--run-dir", type=Path, default=Path("/tmp/seq2seq_bench/reference"))
     parser.add_argument("--decode-only", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for training, e.g. training.cpu_amp=true")
+    parser.add_argument("--amp", action="store_true", help="decode in mixed precision (bfloat16 on CPU)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     import torch
@@ -87,8 +94,9 @@ def main() -> None:
                          f"{torch.get_num_threads()} threads, torch {torch.__version__}",
               "config": str(args.config)}
     if not args.decode_only:
-        result["training"] = train(args.config, args.run_dir, args.steps)
-    result["decoding"] = [decode(args.run_dir, beam) for beam in (5, 1)]
+        result["training"] = train(args.config, args.run_dir, args.steps, args.set)
+        result["overrides"] = args.set
+    result["decoding"] = [decode(args.run_dir, beam, args.amp) for beam in (5, 1)]
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

@@ -132,6 +132,7 @@ class ModelConfig:
     share_embeddings: bool = False  # source embedding = target embedding (joint vocabulary)
     init_from: str = ""  # classification: a language-model or classifier run to start from
     pretrained_embeddings: str = ""  # classification, language model: word vectors (text format)
+    freeze_embeddings: bool = False  # keep the pretrained (or init_from) embedding fixed in training
 
 
 @dataclass
@@ -167,7 +168,8 @@ class TrainingConfig:
     keep_last: int = 1  # resumable checkpoints kept on disk
     average_best: int = 0  # final model = average of this many best checkpoints (0/1 = best)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # mixed precision on CUDA
+    amp: bool = True  # mixed precision (float16) on CUDA
+    cpu_amp: bool = False  # mixed precision (bfloat16) on CPU: fast on CPUs with AVX512-BF16/AMX
     num_threads: int = 0  # CPU threads (0 = all cores)
     seed: int = 42
 
@@ -183,6 +185,7 @@ class DecodingConfig:
     n_best: int = 1
     batch_size: int = 64  # sentences per decoding batch ...
     batch_tokens: int = 0  # ... or, if > 0, at most this many source tokens (padding included)
+    amp: bool = False  # mixed precision: bfloat16 on CPU (fast with AVX512-BF16/AMX), float16 on CUDA
 
 
 @dataclass
@@ -369,6 +372,10 @@ def validate(config: Config, source: str = "config") -> None:
                "model.pretrained_embeddings is for the classification and language_model tasks")
         _check(not m.init_from, source, "model.pretrained_embeddings and model.init_from both "
                "set the embedding: give one of them")
+    if m.freeze_embeddings:
+        _check(config.task != "translation" and bool(m.pretrained_embeddings or m.init_from),
+               source, "model.freeze_embeddings: true needs model.pretrained_embeddings or "
+               "model.init_from (a classification or language_model task)")
     if config.tokenizer.add_vector_words:
         _check(config.tokenizer.kind == "word" and bool(m.pretrained_embeddings), source,
                "tokenizer.add_vector_words: true needs tokenizer.kind: word and "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import dataclass
@@ -34,6 +35,36 @@ def configure_threads(num_threads: int = 0) -> int:
             num_threads = os.cpu_count() or 1
     torch.set_num_threads(num_threads)
     return num_threads
+
+
+ONEDNN_CACHE_CAPACITY = 16  # compiled bfloat16 kernels kept (see mixed_precision)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere bf16
+    autocast still works, but emulated, and is slower than float32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def mixed_precision(device: torch.device, enabled: bool):
+    """The autocast context for ``device``: float16 on CUDA, bfloat16 on CPU; a no-op when off.
+
+    Weights, optimizer state and the loss stay float32; matrix products run in the low precision.
+    """
+    if not enabled:
+        return contextlib.nullcontext()
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    # oneDNN runs the bfloat16 products and keeps a compiled kernel for each new matrix shape
+    # (1,024 by default); batches of ever new lengths grew a training process by 1.7 GB in
+    # 1,600 steps. A small cache costs no measurable speed. Read once, at oneDNN's first use.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def seed_everything(seed: int) -> None:

@@ -19,7 +19,7 @@ from .data.batching import BucketBatchSampler, IdColumn, make_translation_batch
 from .errors import UserError
 from .models.translation import TranslationModel
 from .pretrained import load_tokenizers, open_run, weights_path
-from .runtime import select_device
+from .runtime import mixed_precision, select_device
 from .search import Hypothesis, beam_search, greedy_search, max_output_lengths, start_tokens
 from .tokenizers import BOS_ID, EOS_ID, Tokenizer
 from .training.checkpoint import RunDirectory, load_weights
@@ -40,22 +40,27 @@ def decode_ids(model: TranslationModel, src: IdColumn, device: torch.device,
                                  batch_tokens=decoding.batch_tokens, shuffle=False)
     results: dict[int, list[Hypothesis]] = {}
     for positions in sampler.epoch_batches(0):
-        chunk = rows[positions]
-        batch = make_translation_batch(src, None, chunk)
-        state = model.encode(batch.src.to(device), batch.src_lengths)
-        first = start_tokens(len(chunk), device)
-        limits = max_output_lengths(batch.src_lengths, decoding.max_length_ratio,
-                                    decoding.max_length_extra)
-        if decoding.beam_size == 1:
-            found = [[h] for h in greedy_search(model, state, first, limits,
-                                                decoding.min_length, decoding.no_repeat_ngram)]
-        else:
-            found = beam_search(model, state, first, limits, decoding.beam_size,
-                                decoding.length_penalty, decoding.n_best, decoding.min_length,
-                                decoding.no_repeat_ngram)
-        for row, hyps in zip(chunk.tolist(), found):
+        with mixed_precision(device, decoding.amp):
+            found = _decode_batch(model, src, rows[positions], device, decoding)
+        for row, hyps in zip(rows[positions].tolist(), found):
             results[row] = hyps
     return [results[row] for row in rows.tolist()]
+
+
+def _decode_batch(model: TranslationModel, src: IdColumn, chunk: np.ndarray, device: torch.device,
+                  decoding: DecodingConfig) -> list[list[Hypothesis]]:
+    """One batch of source rows -> per row its n-best list."""
+    batch = make_translation_batch(src, None, chunk)
+    state = model.encode(batch.src.to(device), batch.src_lengths)
+    first = start_tokens(len(chunk), device)
+    limits = max_output_lengths(batch.src_lengths, decoding.max_length_ratio,
+                                decoding.max_length_extra)
+    if decoding.beam_size == 1:
+        return [[h] for h in greedy_search(model, state, first, limits,
+                                           decoding.min_length, decoding.no_repeat_ngram)]
+    return beam_search(model, state, first, limits, decoding.beam_size,
+                       decoding.length_penalty, decoding.n_best, decoding.min_length,
+                       decoding.no_repeat_ngram)
 
 
 @dataclass
@@ -94,7 +99,8 @@ class Translator:
         """Translate sentences (detokenized output, input order).
 
         Options default to the run's ``decoding`` config: beam_size, n_best, length_penalty,
-        max_length_ratio, max_length_extra, min_length, no_repeat_ngram, batch_size.
+        max_length_ratio, max_length_extra, min_length, no_repeat_ngram, batch_size, amp
+        (mixed precision: bfloat16 on CPU, float16 on CUDA).
         With ``n_best`` set, returns per sentence a list of Translation (best first);
         otherwise one string per sentence. Empty sentences translate to "".
         """

@@ -14,6 +14,7 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from seq2seq.config import config_from_dict
+from seq2seq.runtime import mixed_precision
 from seq2seq.tasks.translation import TranslationTask
 from seq2seq.training.checkpoint import RunDirectory, load_weights
 from seq2seq.training.optim import LearningRateSchedule
@@ -88,6 +89,32 @@ def test_tiny_model_learns_to_reverse(tmp_path, cell, attention):
     beam = translator.translate(sources[:100], beam_size=5, n_best=1, length_penalty=0.0)
     for g, b in zip(greedy, beam):
         assert b[0].log_prob >= g[0].log_prob - 1e-4
+
+
+def test_bfloat16_mixed_precision_on_cpu_learns_and_decodes_like_float32(tmp_path, monkeypatch):
+    """training.cpu_amp trains in bfloat16 autocast (weights stay float32) to the same bar, and
+    decoding with amp gives the float32 translations of a confident model."""
+    low_precision_dtypes = []
+
+    def recording(device, enabled):  # what a matrix product inside the trainer's context gives
+        with mixed_precision(device, enabled):
+            product = torch.ones(1, 2) @ torch.ones(2, 2)
+        low_precision_dtypes.append(product.dtype)
+        return mixed_precision(device, enabled)
+
+    monkeypatch.setattr("seq2seq.training.trainer.mixed_precision", recording)
+    raw = reversal_config(tmp_path, max_len=7, max_steps=300, validate_every=100,
+                          learning_rate=0.003, cpu_amp=True)
+    task = train(raw, tmp_path / "run")
+    assert set(low_precision_dtypes) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in task.model.parameters())
+    translator = Translator.from_pretrained(tmp_path / "run", device="cpu")
+    sources, references = task.dev.texts["src"], task.dev.texts["trg"]
+    for beam in (1, 5):
+        low = translator.translate(sources, beam_size=beam, amp=True)
+        assert sum(o == r for o, r in zip(low, references)) / len(references) >= 0.95
+        full = translator.translate(sources, beam_size=beam)
+        assert sum(a == b for a, b in zip(low, full)) / len(full) >= 0.98
 
 
 def test_resumed_run_continues_exactly(tmp_path):

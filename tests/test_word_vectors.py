@@ -85,6 +85,7 @@ def test_bad_vector_files_name_the_line_or_the_problem(tmp_path, content, messag
 
 @pytest.mark.parametrize("model, tokenizer, message", [
     ({"pretrained_embeddings": "v.txt", "init_from": "runs/lm"}, {}, "give one of them"),
+    ({"freeze_embeddings": True}, {}, "needs model.pretrained_embeddings or model.init_from"),
     ({}, {"add_vector_words": True}, "needs tokenizer.kind: word and model.pretrained_embeddings"),
 ])
 def test_config_rejects_conflicting_vector_options(tmp_path, model, tokenizer, message):
@@ -124,14 +125,20 @@ def test_words_unseen_in_training_are_understood_through_their_vectors(tmp_path)
     synonyms = synonym_rows(200, 2, "great", "awful")
 
     accuracy = {}
-    for name, model in (("vectors", {"pretrained_embeddings": str(path)}), ("scratch", {})):
+    variants = (("vectors", {"pretrained_embeddings": str(path)}), ("scratch", {}),
+                ("frozen", {"pretrained_embeddings": str(path), "freeze_embeddings": True}))
+    for name, model in variants:
         raw = tiny_raw(train_file, dev_file, max_steps=150, validate_every=50)
         raw["model"].update(model)
         raw["tokenizer"]["add_vector_words"] = bool(model)
-        train(raw, tmp_path / name)
+        task = train(raw, tmp_path / name)
         accuracy[name] = dev_accuracy(tmp_path / name, synonyms)
-    assert accuracy["vectors"] >= 0.95
+    assert accuracy["vectors"] >= 0.95 and accuracy["frozen"] >= 0.95
     assert accuracy["scratch"] <= 0.75
+    # frozen: the trained model still holds the file's vectors
+    embedding = task.model.embedding.weight.detach()
+    for word in ("good", "awful", "w3"):
+        assert np.allclose(embedding[task.tokenizer.encode(word)[0]].numpy(), vectors[word], atol=1e-4)
 
 
 def test_cli_names_a_missing_vectors_file_and_leaves_no_run_behind(tmp_path):

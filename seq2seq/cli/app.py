@@ -98,6 +98,7 @@ class EvaluateRequest:
     beam_size: int | None = None
     length_penalty: float | None = None
     batch_size: int | None = None
+    amp: bool | None = None  # translation: mixed-precision decoding
     checkpoint: Path | None = None
     device: str = "auto"
     output_dir: Path | None = None  # default: RUN_DIR/eval/<split or file stem>

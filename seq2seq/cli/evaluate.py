@@ -25,6 +25,8 @@ def evaluate(
     beam_size: Optional[int] = typer.Option(None, help="Translation: 1 = greedy [config]."),
     length_penalty: Optional[float] = typer.Option(None, help="Translation: GNMT alpha [config]."),
     batch_size: Optional[int] = typer.Option(None, help="Examples per batch."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Translation: mixed "
+                                       "precision, bfloat16 on CPU, float16 on CUDA [config]."),
     output_dir: Optional[Path] = typer.Option(None, help="Where metrics.json goes "
                                               "[RUN_DIR/eval/<split or file>]."),
     report: Optional[Path] = typer.Option(None, help="Also write report.md, report.html and "
@@ -40,9 +42,9 @@ def evaluate(
     perplexity (language model). Writes metrics.json (and a report with --report)."""
     request = EvaluateRequest(run_dir=run_dir, data=data, split=split, src=src, ref=ref,
                               beam_size=beam_size, length_penalty=length_penalty,
-                              batch_size=batch_size, checkpoint=checkpoint, device=device,
-                              output_dir=output_dir, report=report, compare_run=compare_run,
-                              compare_beam_size=compare_beam_size)
+                              batch_size=batch_size, amp=amp, checkpoint=checkpoint,
+                              device=device, output_dir=output_dir, report=report,
+                              compare_run=compare_run, compare_beam_size=compare_beam_size)
     run_evaluation(request)
 
 

@@ -65,6 +65,8 @@ class ClassificationModel(nn.Module):
         else:
             self.classifier = nn.Sequential(nn.Linear(size, num_classes))
         init_weights(self, ("encoder.rnn",), [self.embedding])
+        # pretrained vectors kept fixed: words unseen in training stay comparable to seen ones
+        self.embedding.weight.requires_grad_(not config.freeze_embeddings)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """[B, S] ids (padded with PAD_ID) and [B] lengths (>= 1, CPU) -> [B, C] logits."""

@@ -106,6 +106,8 @@ class LanguageModel(nn.Module):
         init_weights(self, ("encoder.rnn",), [self.embedding])
         if config.tie_embeddings:  # config validation guarantees embedding_size == hidden_size
             self.output_layer.weight = self.embedding.weight
+        # pretrained vectors kept fixed: words unseen in training stay comparable to seen ones
+        self.embedding.weight.requires_grad_(not config.freeze_embeddings)
 
     # ---- state ----
 

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..config import TrainingConfig
-from ..runtime import ProcessInfo
+from ..runtime import ProcessInfo, cpu_has_native_bf16, mixed_precision
 from .checkpoint import RunDirectory, average_weights, save_weights
 from .optim import LearningRateSchedule, build_optimizer
 
@@ -86,8 +85,12 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), config)
         self.schedule = LearningRateSchedule.from_config(config)
         self.state = TrainerState()
-        self.use_amp = config.amp and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.use_amp = config.amp if device.type == "cuda" else config.cpu_amp
+        if self.use_amp and device.type == "cpu" and not cpu_has_native_bf16():
+            self.console.print("note: training.cpu_amp on a CPU without bfloat16 hardware "
+                               "(AVX512-BF16 or AMX) is slower than float32")
+        # bfloat16 has float32's range, so only CUDA's float16 needs loss scaling
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and device.type == "cuda")
         self.metric = config.early_stopping_metric  # "auto" is resolved when the config loads
         self.higher_is_better = HIGHER_IS_BETTER[self.metric]
         self.per_token = getattr(task, "unit", "tokens") == "tokens"
@@ -190,9 +193,7 @@ class Trainer:
 
     def _update(self, batch: Any) -> tuple[float, int]:
         """One optimizer step on one batch; returns (summed NLL, predictions made)."""
-        autocast = (torch.autocast("cuda", dtype=torch.float16) if self.use_amp
-                    else nullcontext())
-        with autocast:
+        with mixed_precision(self.device, self.use_amp):
             loss, nll, count = self.task.loss(batch, self.state.step)
         # Normalise by predictions so the learning rate does not depend on batch length.
         self.scaler.scale(loss / max(count, 1)).backward()
