@@ -39,11 +39,11 @@ def decode_ids(model: TranslationModel, src: IdColumn, device: torch.device,
     sampler = BucketBatchSampler(src.lengths()[rows] + 1, batch_size=decoding.batch_size,
                                  batch_tokens=decoding.batch_tokens, shuffle=False)
     results: dict[int, list[Hypothesis]] = {}
-    for positions in sampler.epoch_batches(0):
-        with mixed_precision(device, decoding.amp):
+    with mixed_precision(device, decoding.amp):
+        for positions in sampler.epoch_batches(0):
             found = _decode_batch(model, src, rows[positions], device, decoding)
-        for row, hyps in zip(rows[positions].tolist(), found):
-            results[row] = hyps
+            for row, hyps in zip(rows[positions].tolist(), found):
+                results[row] = hyps
     return [results[row] for row in rows.tolist()]
 
 

@@ -63,8 +63,7 @@ def load_word_vectors(embedding: nn.Embedding, tokenizer: Tokenizer, path: Path)
     for special in SPECIAL_TOKENS:
         vocab.pop(special, None)
     size = embedding.embedding_dim
-    rows, vectors = [], []
-    seen: set[int] = set()
+    vectors: dict[int, list[float]] = {}  # embedding row -> its vector
     for number, line in _lines(path):
         word, _, numbers = line.rstrip(" ").partition(" ")
         values = numbers.split(" ")
@@ -74,25 +73,23 @@ def load_word_vectors(embedding: nn.Embedding, tokenizer: Tokenizer, path: Path)
         if tokenizer.lowercase:
             word = word.lower()
         row = vocab.get(word)
-        if row is None or row in seen:
+        if row is None or row in vectors:
             continue
         try:
-            vectors.append([float(x) for x in values])
+            vectors[row] = [float(x) for x in values]
         except ValueError:
             raise UserError(f"{path} line {number}: expected a word and {size} numbers") from None
-        rows.append(row)
-        seen.add(row)
-    if not rows:
+    if not vectors:
         raise UserError(f"{KEY}: {path} has a vector for none of the {len(vocab):,} words of the "
                         "vocabulary (another language, or another casing?)")
-    found = torch.tensor(vectors, dtype=embedding.weight.dtype)
+    found = torch.tensor(list(vectors.values()), dtype=embedding.weight.dtype)
     with torch.no_grad():
         weight = embedding.weight
         weight.normal_(0.0, float(found.std()))
-        weight[torch.tensor(rows)] = found.to(weight.device)
+        weight[torch.tensor(list(vectors))] = found.to(weight.device)
         if embedding.padding_idx is not None:
             weight[embedding.padding_idx].zero_()
-    return len(rows)
+    return len(vectors)
 
 
 def start_from_vectors(embedding: nn.Embedding, tokenizer: Tokenizer, path: str) -> str:
