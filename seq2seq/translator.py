@@ -41,9 +41,8 @@ def decode_ids(model: TranslationModel, src: IdColumn, device: torch.device,
     results: dict[int, list[Hypothesis]] = {}
     with mixed_precision(device, decoding.amp):
         for positions in sampler.epoch_batches(0):
-            found = _decode_batch(model, src, rows[positions], device, decoding)
-            for row, hyps in zip(rows[positions].tolist(), found):
-                results[row] = hyps
+            chunk = rows[positions]
+            results.update(zip(chunk.tolist(), _decode_batch(model, src, chunk, device, decoding)))
     return [results[row] for row in rows.tolist()]
 
 
