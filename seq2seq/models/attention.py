@@ -52,9 +52,54 @@ class AdditiveAttention(Attention):
         return self.key_layer(memory)
 
     def scores(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        # [B, T, 1, K] + [B, 1, S, K] -> [B, T, S, K] -> [B, T, S]
-        energy = torch.tanh(self.query_layer(query).unsqueeze(2) + keys.unsqueeze(1))
-        return self.energy_layer(energy).squeeze(-1)
+        return additive_scores(self.query_layer(query), keys, self.energy_layer.weight[0])
+
+
+class _AdditiveScores(torch.autograd.Function):
+    """v . tanh(q + k) over every (query, key) pair without keeping the [B, T, S, K] energies.
+
+    Autograd would save the tanh output for the backward pass: B * S * K values per decoder
+    step, by far the largest activation a Bahdanau decoder keeps (T * S * B * K in all, 265 MB
+    in float32 for a 64 x 45 x 45 batch of 512-unit states). Recomputing it in the backward
+    pass costs one add and one tanh and saves only q and k, which are small or shared.
+
+    Both passes run in float32 even under autocast (the energies are never stored, so that
+    costs no memory): the gradient for q sums S terms that nearly cancel, because softmax
+    gradients sum to zero over the keys, and in bfloat16 that sum is mostly rounding error.
+    """
+
+    @staticmethod
+    def forward(ctx, query: torch.Tensor, keys: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(query, keys, v)
+        with torch.autocast(query.device.type, enabled=False):
+            energy = _energy(query, keys)
+            return torch.matmul(energy, v.to(energy.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        query, keys, v = ctx.saved_tensors
+        with torch.autocast(query.device.type, enabled=False):
+            energy = _energy(query, keys)
+            grad = grad.to(energy.dtype)
+            # d score / d (q + k) = v * (1 - tanh^2), times each score's gradient.
+            grad_sum = torch.ops.aten.tanh_backward(grad.unsqueeze(-1) * v.to(energy.dtype),
+                                                    energy)
+            grad_v = torch.matmul(grad.reshape(1, -1), energy.reshape(-1, energy.size(-1)))
+        return (grad_sum.sum(2).to(query.dtype), grad_sum.sum(1).to(keys.dtype),
+                grad_v.reshape(-1).to(v.dtype))
+
+
+def _energy(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """[B, T, K] + [B, S, K] -> tanh of every pair's sum, [B, T, S, K], in float32 or wider."""
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    return torch.tanh(query.to(dtype).unsqueeze(2) + keys.to(dtype).unsqueeze(1))
+
+
+def additive_scores(query: torch.Tensor, keys: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """[B, T, K] projected queries, [B, S, K] keys, [K] energy weights -> [B, T, S] float32
+    scores v . tanh(q_t + k_s); the same values and gradients as the plain expression, in
+    less memory."""
+    return _AdditiveScores.apply(query, keys, v)
 
 
 class MultiplicativeAttention(Attention):

@@ -11,7 +11,7 @@ from ..tokenizers import PAD_ID
 from .attention import build_attention
 from .decoder import DecoderState, RecurrentDecoder
 from .encoder import RecurrentEncoder
-from .functional import Dropout, cross_entropy_sum, init_weights
+from .functional import AUTOCAST_ROW_MULTIPLE, Dropout, cross_entropy_sum, init_weights, pad_rows
 
 
 class Bridge(nn.Module):
@@ -142,11 +142,17 @@ def sequence_loss(model: TranslationModel, features: torch.Tensor, targets: torc
     """Summed cross-entropy over the real (non-pad) target tokens.
 
     Only non-pad positions are projected to the vocabulary: the output layer is the most
-    expensive matrix product of the model, so padding is dropped before it.
+    expensive matrix product of the model, so padding is dropped before it. Under autocast
+    the kept rows are padded with zero rows to a multiple of ``AUTOCAST_ROW_MULTIPLE`` (see
+    ``pad_rows``); those rows are cut off before the loss, so they get no gradient.
     Returns (loss_sum for backprop, nll_sum without smoothing for reporting, token count).
     """
     keep = targets != PAD_ID
-    logits = model.logits(features[keep]).float()
+    rows = features[keep]
+    count = rows.size(0)
+    if torch.is_autocast_enabled(rows.device.type):
+        rows = pad_rows(rows, AUTOCAST_ROW_MULTIPLE)
+    logits = model.logits(rows)[:count].float()
     gold = targets[keep]
     loss, nll = cross_entropy_sum(logits, gold, label_smoothing)
     return loss, nll, int(gold.numel())
