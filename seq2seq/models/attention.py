@@ -90,9 +90,13 @@ class _AdditiveScores(torch.autograd.Function):
                 grad_v.reshape(-1).to(v.dtype))
 
 
-def _energy(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """[B, T, K] + [B, S, K] -> tanh of every pair's sum, [B, T, S, K], in float32 or wider."""
-    dtype = torch.promote_types(query.dtype, torch.float32)
+def _energy(query: torch.Tensor, keys: torch.Tensor, at_least_float32: bool = True
+            ) -> torch.Tensor:
+    """[B, T, K] + [B, S, K] -> tanh of every pair's sum, [B, T, S, K], in the inputs' dtype,
+    raised to float32 if ``at_least_float32``."""
+    dtype = torch.promote_types(query.dtype, keys.dtype)
+    if at_least_float32:
+        dtype = torch.promote_types(dtype, torch.float32)
     return torch.tanh(query.to(dtype).unsqueeze(2) + keys.to(dtype).unsqueeze(1))
 
 
@@ -104,8 +108,7 @@ def additive_scores(query: torch.Tensor, keys: torch.Tensor, v: torch.Tensor) ->
     cost beam search about a fifth of its speed."""
     if torch.is_grad_enabled() and (query.requires_grad or keys.requires_grad or v.requires_grad):
         return _AdditiveScores.apply(query, keys, v)
-    energy = torch.tanh(query.unsqueeze(2) + keys.unsqueeze(1))
-    return F.linear(energy, v.unsqueeze(0)).squeeze(-1)
+    return F.linear(_energy(query, keys, at_least_float32=False), v.unsqueeze(0)).squeeze(-1)
 
 
 class MultiplicativeAttention(Attention):
