@@ -92,12 +92,14 @@ def test_encoder_ignores_padding(cell):
     assert encoder.merge_directions(h_long).shape == (2, 1, 12)
 
 
-def small_model(cell="gru", attention="bahdanau", input_feeding=True, layers=1, **extra):
+def small_model(cell="gru", attention="bahdanau", input_feeding=True, layers=1,
+                attentional_output="tanh", **extra):
     config = ModelConfig(
         embedding_size=8,
         encoder=EncoderConfig(cell=cell, hidden_size=6, layers=layers, bidirectional=True, dropout=0.0),
         decoder=DecoderConfig(cell=cell, hidden_size=10, layers=layers, attention=attention,
-                              input_feeding=input_feeding, dropout=0.0),
+                              input_feeding=input_feeding, dropout=0.0,
+                              attentional_output=attentional_output),
         embedding_dropout=0.0, output_dropout=0.0, **extra)
     return TranslationModel(config, src_vocab_size=15, trg_vocab_size=17).eval()
 
@@ -115,12 +117,13 @@ def random_batch(batch=3, src_len=6, trg_len=5, seed=0):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("attention,feeding", [("none", False), ("bahdanau", False),
-                                               ("bahdanau", True), ("luong", True)])
-def test_whole_sequence_forward_equals_step_by_step(cell, attention, feeding):
+@pytest.mark.parametrize("attention,feeding,output", [
+    ("none", False, "tanh"), ("bahdanau", False, "tanh"), ("bahdanau", True, "tanh"),
+    ("luong", True, "tanh"), ("bahdanau", True, "linear"), ("luong", False, "linear")])
+def test_whole_sequence_forward_equals_step_by_step(cell, attention, feeding, output):
     """The fused training path and the one-step search path compute the same function."""
     torch.manual_seed(0)
-    model = small_model(cell, attention, feeding, layers=2)
+    model = small_model(cell, attention, feeding, layers=2, attentional_output=output)
     src, lengths, trg = random_batch()
     features, _ = model(src, lengths, trg)
     state = model.encode(src, lengths)
@@ -130,6 +133,19 @@ def test_whole_sequence_forward_equals_step_by_step(cell, attention, feeding):
         stepwise.append(log_probs)
     expected = torch.log_softmax(model.logits(features), -1)
     assert torch.allclose(torch.stack(stepwise, 1), expected, atol=1e-5)
+
+
+def test_linear_attentional_output_is_the_tanh_output_before_squashing():
+    # Without input feeding the output does not feed back, so the same weights give
+    # a_t = W [h; c] in one model and tanh of exactly that in the other.
+    src, lengths, trg = random_batch()
+    outputs = {}
+    for kind in ("tanh", "linear"):
+        torch.manual_seed(0)
+        model = small_model(input_feeding=False, attentional_output=kind)
+        outputs[kind], _ = model(src, lengths, trg)
+    assert not torch.allclose(outputs["linear"], outputs["tanh"], atol=1e-3)  # really unsquashed
+    assert torch.allclose(torch.tanh(outputs["linear"]), outputs["tanh"], atol=1e-6)
 
 
 def test_scheduled_sampling_with_full_teacher_forcing_matches_forward():

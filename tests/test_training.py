@@ -67,9 +67,11 @@ def train(raw: dict, run_path: Path, resume: bool = False) -> TranslationTask:
     return task
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
-@pytest.mark.parametrize("attention", ["bahdanau", "none"])
-def test_tiny_model_learns_to_reverse(tmp_path, cell, attention):
+@pytest.mark.parametrize("cell,attention,attentional_output",
+                         [(cell, attention, "tanh") for cell in ("gru", "lstm", "rnn")
+                          for attention in ("bahdanau", "none")]
+                         + [("gru", "bahdanau", "linear"), ("lstm", "luong", "linear")])
+def test_tiny_model_learns_to_reverse(tmp_path, cell, attention, attentional_output):
     """Exact-match accuracy >= 95 % on held-out digit strings, through the public API."""
     with_attention = attention != "none"
     raw = reversal_config(tmp_path, max_len=7 if with_attention else 5,
@@ -77,6 +79,7 @@ def test_tiny_model_learns_to_reverse(tmp_path, cell, attention):
                           learning_rate=0.003 if with_attention else 0.002)
     raw["model"]["encoder"]["cell"] = raw["model"]["decoder"]["cell"] = cell
     raw["model"]["decoder"]["attention"] = attention
+    raw["model"]["decoder"]["attentional_output"] = attentional_output
     task = train(raw, tmp_path / "run")
     translator = Translator.from_pretrained(tmp_path / "run", device="cpu")
     sources = task.dev.texts["src"]

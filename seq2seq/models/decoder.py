@@ -48,14 +48,15 @@ class RecurrentDecoder(nn.Module):
 
     Per step: h_t = RNN([y_{t-1}; a_{t-1}], h_{t-1}) where a_{t-1} is fed back only with input
     feeding; with attention, c_t = attend(h_t, memory) and a_t = tanh(W [h_t; c_t]) (Luong's
-    attentional vector) is the output, else the output is h_t. Without input feeding nothing
+    attentional vector; W [h_t; c_t] when ``squash_output`` is False) is the output, else the
+    output is h_t. Without input feeding nothing
     depends on the previous output, so training runs the RNN as one fused call over all steps
     and attends for all steps in one batched product.
     """
 
     def __init__(self, cell: str, embedding_size: int, hidden_size: int, layers: int,
                  memory_size: int, attention: Attention | None, input_feeding: bool,
-                 dropout: float, output_dropout: float) -> None:
+                 dropout: float, output_dropout: float, squash_output: bool = True) -> None:
         super().__init__()
         self.cell = cell
         self.layers = layers
@@ -71,6 +72,7 @@ class RecurrentDecoder(nn.Module):
         self.combine = (nn.Linear(hidden_size + memory_size, hidden_size)
                         if attention is not None else None)
         self.output_dropout = Dropout(output_dropout)
+        self.squash_output = squash_output
 
     # ---- whole sequence (training, scoring) ----
 
@@ -165,5 +167,5 @@ class RecurrentDecoder(nn.Module):
         if self.attention is None:
             return self.output_dropout(rnn_out), None
         context, weights = self.attention(rnn_out, state.keys, state.memory, state.mask)
-        features = self.output_dropout(torch.cat([rnn_out, context], dim=-1))
-        return torch.tanh(self.combine(features)), weights
+        output = self.combine(self.output_dropout(torch.cat([rnn_out, context], dim=-1)))
+        return (torch.tanh(output) if self.squash_output else output), weights

@@ -61,7 +61,8 @@ class TranslationModel(nn.Module):
         self.bridge = Bridge(memory_size, dec.hidden_size, dec.layers, dec.cell, dec.bridge)
         self.decoder = RecurrentDecoder(dec.cell, config.embedding_size, dec.hidden_size,
                                         dec.layers, memory_size, attention, dec.input_feeding,
-                                        dec.dropout, config.output_dropout)
+                                        dec.dropout, config.output_dropout,
+                                        squash_output=dec.attentional_output == "tanh")
         self.output_layer = nn.Linear(dec.hidden_size, trg_vocab_size)
         init_weights(self, ("encoder.rnn", "decoder.rnn"), [self.src_embed, self.trg_embed])
         if config.tie_embeddings:
