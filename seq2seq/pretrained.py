@@ -40,6 +40,12 @@ def run_task(run_dir: str | Path) -> str:
     return task
 
 
+# A run's config.yaml lists every key, so a key added later is missing only from runs written
+# before it existed; those runs were trained with the behaviour the key's first value names,
+# whatever the default is now.
+KEYS_ADDED_LATER = {("model", "decoder", "attentional_output"): "tanh"}
+
+
 def load_run_config(run: RunDirectory) -> Config:
     try:
         raw = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
@@ -47,6 +53,12 @@ def load_run_config(run: RunDirectory) -> Config:
         raise UserError(f"{run.config_path}: not valid YAML") from None
     if not isinstance(raw, dict):
         raise UserError(f"{run.config_path}: expected a mapping of sections")
+    for (*sections, key), value in KEYS_ADDED_LATER.items():
+        node = raw
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(key, value)
     return config_from_dict(raw, source=str(run.config_path))
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from seq2seq.pretrained import open_run
+
 from .cli_helpers import assert_user_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,6 +214,17 @@ def test_run_directory_from_an_incompatible_version(trained, tmp_path):
     info = json.loads((copy / "run.json").read_text())
     (copy / "run.json").write_text(json.dumps({**info, "format_version": 99}))
     assert_user_error(run_cli("translate", copy, "1"), "format 99", "not supported")
+
+
+def test_a_run_written_before_a_key_existed_loads_as_it_was_trained(trained, tmp_path):
+    # Runs from before `attentional_output` existed squashed with tanh, whatever the default.
+    copy = tmp_path / "older"
+    _copy_run(trained, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    assert "attentional_output" in config["model"]["decoder"]  # new runs write every key
+    del config["model"]["decoder"]["attentional_output"]
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    assert open_run(copy)[1].model.decoder.attentional_output == "tanh"
 
 
 def test_weights_that_do_not_fit_the_config(trained, tmp_path):
