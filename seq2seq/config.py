@@ -96,9 +96,9 @@ class DecoderConfig:
     attention: Literal["none", "bahdanau", "luong"] = "bahdanau"
     luong_score: Literal["dot", "general", "concat"] = "general"
     input_feeding: bool = True
-    # attentional output a_t from [h_t; c_t]: tanh(W [h; c]) as in Luong et al. (2015), or
-    # W [h; c] with no squashing as OpenNMT-py does, which learns much faster (BENCHMARKS.md)
-    attentional_output: Literal["tanh", "linear"] = "tanh"
+    # attentional output a_t from [h_t; c_t]: W [h; c] with no squashing, as OpenNMT-py does,
+    # or tanh(W [h; c]) as in Luong et al. (2015), which learns much more slowly (BENCHMARKS.md)
+    attentional_output: Literal["linear", "tanh"] = "linear"
     bridge: bool = True  # learned map from the encoder's final state to the decoder's first
     dropout: float = 0.2  # between layers
 

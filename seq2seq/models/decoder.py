@@ -47,8 +47,8 @@ class RecurrentDecoder(nn.Module):
     """Target embeddings + encoder states -> output features [B, T, H], one per target step.
 
     Per step: h_t = RNN([y_{t-1}; a_{t-1}], h_{t-1}) where a_{t-1} is fed back only with input
-    feeding; with attention, c_t = attend(h_t, memory) and a_t = tanh(W [h_t; c_t]) (Luong's
-    attentional vector; W [h_t; c_t] when ``squash_output`` is False) is the output, else the
+    feeding; with attention, c_t = attend(h_t, memory) and the attentional vector
+    a_t = W [h_t; c_t] (tanh of it, as Luong's, when ``squash_output``) is the output, else the
     output is h_t. Without input feeding nothing
     depends on the previous output, so training runs the RNN as one fused call over all steps
     and attends for all steps in one batched product.
@@ -56,7 +56,7 @@ class RecurrentDecoder(nn.Module):
 
     def __init__(self, cell: str, embedding_size: int, hidden_size: int, layers: int,
                  memory_size: int, attention: Attention | None, input_feeding: bool,
-                 dropout: float, output_dropout: float, squash_output: bool = True) -> None:
+                 dropout: float, output_dropout: float, squash_output: bool = False) -> None:
         super().__init__()
         self.cell = cell
         self.layers = layers
