@@ -41,8 +41,8 @@ def run_task(run_dir: str | Path) -> str:
 
 
 # A run's config.yaml lists every key, so a key added later is missing only from runs written
-# before it existed; those runs were trained with the behaviour the key's first value names,
-# whatever the default is now.
+# before it existed. Those runs were trained with the value given here (the behaviour before
+# the key existed), whatever the key's default is now.
 KEYS_ADDED_LATER = {("model", "decoder", "attentional_output"): "tanh"}
 
 

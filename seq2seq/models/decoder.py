@@ -49,9 +49,9 @@ class RecurrentDecoder(nn.Module):
     Per step: h_t = RNN([y_{t-1}; a_{t-1}], h_{t-1}) where a_{t-1} is fed back only with input
     feeding; with attention, c_t = attend(h_t, memory) and the attentional vector
     a_t = W [h_t; c_t] (tanh of it, as Luong's, when ``squash_output``) is the output, else the
-    output is h_t. Without input feeding nothing
-    depends on the previous output, so training runs the RNN as one fused call over all steps
-    and attends for all steps in one batched product.
+    output is h_t. Without input feeding nothing depends on the previous output, so training
+    runs the RNN as one fused call over all steps and attends for all steps in one batched
+    product.
     """
 
     def __init__(self, cell: str, embedding_size: int, hidden_size: int, layers: int,
