@@ -2,11 +2,12 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.models.attention import additive_scores, build_attention
 from seq2seq.models.encoder import RecurrentEncoder
-from seq2seq.models.functional import AUTOCAST_ROW_MULTIPLE, pad_rows
+from seq2seq.models.functional import AUTOCAST_ROW_MULTIPLE, cross_entropy_sum, pad_rows
 from seq2seq.models.translation import TranslationModel, sequence_loss
 from seq2seq.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
@@ -201,3 +202,20 @@ def test_pad_rows_appends_zero_rows_up_to_the_multiple():
     assert padded.shape == (256, 3) and torch.equal(padded[:130], rows)
     assert (padded[130:] == 0).all()
     assert pad_rows(rows[:128], 128).shape == (128, 3)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_sum_matches_torch_and_ignores_padding_rows(smoothing):
+    torch.manual_seed(0)
+    logits = torch.randn(10, 7, requires_grad=True)
+    target = torch.randint(0, 7, (8,))  # rows 8 and 9 are padding
+    loss, nll = cross_entropy_sum(logits, target, smoothing)
+    (2.0 * loss).backward()
+    ours = logits.grad.clone()
+    logits.grad = None
+    expected = F.cross_entropy(logits[:8], target, reduction="sum", label_smoothing=smoothing)
+    (2.0 * expected).backward()
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert torch.allclose(nll, F.cross_entropy(logits[:8], target, reduction="sum"), atol=1e-5)
+    assert torch.allclose(ours, logits.grad, atol=1e-6)
+    assert (ours[8:] == 0).all()

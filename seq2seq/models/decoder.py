@@ -96,8 +96,10 @@ class RecurrentDecoder(nn.Module):
         gates = self.input_gates(embedded)  # one matmul for the embedding part of every step
         feed_weight = self.feed_weight()  # sliced and made contiguous once, not per step
         outputs, all_weights = [], []
-        for t in range(embedded.size(1)):
-            output, state, weights = self.step_from_gates(gates[:, t], state, feed_weight)
+        # unbind, not gates[:, t]: the backward of T slices would build T zero-filled
+        # [B, T, G*H] gradients and sum them; unbind's backward stacks the T slices once.
+        for gates_t in gates.unbind(1):
+            output, state, weights = self.step_from_gates(gates_t, state, feed_weight)
             outputs.append(output)
             all_weights.append(weights)
         attention = torch.stack(all_weights, 1) if return_attention else None

@@ -81,11 +81,15 @@ def pad_rows(rows: torch.Tensor, multiple: int) -> torch.Tensor:
 class _CrossEntropySum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
+        count = target.numel()
+        # Padding rows (past ``count``) go through log_softmax too: slicing them off first
+        # would make autograd allocate and copy a whole [N, V] gradient for the slice.
         log_probs = torch.log_softmax(logits, dim=-1)
-        picked = log_probs.gather(1, target.unsqueeze(1)).sum()
+        scored = log_probs[:count]
+        picked = scored.gather(1, target.unsqueeze(1)).sum()
         loss = -(1.0 - smoothing) * picked
         if smoothing > 0:
-            loss = loss - smoothing / logits.size(1) * log_probs.sum()
+            loss = loss - smoothing / logits.size(1) * scored.sum()
         ctx.save_for_backward(log_probs, target)
         ctx.smoothing = smoothing
         nll = -picked.detach()
@@ -95,22 +99,26 @@ class _CrossEntropySum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor, _grad_nll: torch.Tensor):
         log_probs, target = ctx.saved_tensors
-        smoothing = ctx.smoothing
+        smoothing, count = ctx.smoothing, target.numel()
         # d loss / d logits = g * (softmax - target distribution); computed in place.
         scores = log_probs.exp_().mul_(grad)
-        rows = torch.arange(target.numel(), device=target.device)
+        scores[count:] = 0
+        rows = torch.arange(count, device=target.device)
         scores[rows, target] -= (1.0 - smoothing) * grad
         if smoothing > 0:
-            scores -= smoothing / scores.size(1) * grad
+            scores[:count] -= smoothing / scores.size(1) * grad
         return scores, None, None
 
 
 def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor,
                       label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """[N, V] float scores, [N] targets -> (loss, nll).
+    """[N, V] float scores, [n] targets (n <= N) -> (loss, nll).
 
-    ``loss`` has the value and gradient of ``F.cross_entropy(logits, target,
-    reduction="sum", label_smoothing=label_smoothing)``; ``nll`` is the unsmoothed summed
-    negative log-likelihood (for reporting; no gradient).
+    ``loss`` has the value and gradient of ``F.cross_entropy(logits[:n], target,
+    reduction="sum", label_smoothing=label_smoothing)``: rows past n are padding (see
+    ``pad_rows``) and get a zero gradient. ``nll`` is the unsmoothed summed negative
+    log-likelihood (for reporting; no gradient).
     """
+    if target.numel() > logits.size(0):
+        raise ValueError(f"{target.numel()} targets for {logits.size(0)} rows of scores")
     return _CrossEntropySum.apply(logits, target, label_smoothing)

@@ -145,15 +145,14 @@ def sequence_loss(model: TranslationModel, features: torch.Tensor, targets: torc
     Only non-pad positions are projected to the vocabulary: the output layer is the most
     expensive matrix product of the model, so padding is dropped before it. Under autocast
     the kept rows are padded with zero rows to a multiple of ``AUTOCAST_ROW_MULTIPLE`` (see
-    ``pad_rows``); those rows are cut off before the loss, so they get no gradient.
+    ``pad_rows``); the loss skips those rows and gives them no gradient.
     Returns (loss_sum for backprop, nll_sum without smoothing for reporting, token count).
     """
     keep = targets != PAD_ID
     rows = features[keep]
-    count = rows.size(0)
     if torch.is_autocast_enabled(rows.device.type):
         rows = pad_rows(rows, AUTOCAST_ROW_MULTIPLE)
-    logits = model.logits(rows)[:count].float()
+    logits = model.logits(rows).float()
     gold = targets[keep]
     loss, nll = cross_entropy_sum(logits, gold, label_smoothing)
     return loss, nll, int(gold.numel())
