@@ -97,7 +97,8 @@ def _energy(query: torch.Tensor, keys: torch.Tensor, at_least_float32: bool = Tr
     dtype = torch.promote_types(query.dtype, keys.dtype)
     if at_least_float32:
         dtype = torch.promote_types(dtype, torch.float32)
-    return torch.tanh(query.to(dtype).unsqueeze(2) + keys.to(dtype).unsqueeze(1))
+    # In place on the fresh sum: one [B, T, S, K] buffer instead of two.
+    return (query.to(dtype).unsqueeze(2) + keys.to(dtype).unsqueeze(1)).tanh_()
 
 
 def additive_scores(query: torch.Tensor, keys: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
