@@ -127,6 +127,41 @@ def test_batching_does_not_change_results(beam_size):
     assert together == alone
 
 
+@pytest.mark.parametrize("beam_size", [1, 3])
+@pytest.mark.parametrize("multiple", [3, 8, 64])
+def test_finished_sequences_kept_as_filler_change_no_result(beam_size, multiple):
+    """Dropping finished sequences from the batch several at a time (they ride along as
+    filler until then, as under CPU bfloat16 autocast) gives the same hypotheses and scores:
+    a filler row never finishes a hypothesis again or ends the search early."""
+    model = peaked_model(seed=2)
+    src, lengths = sources(n=21, seed=0)
+    limits = max_output_lengths(lengths, 2.0, 3)
+
+    def run(drop_multiple):
+        if beam_size == 1:
+            return [[h] for h in greedy_search(model, src, lengths, limits,
+                                               drop_multiple=drop_multiple)]
+        return beam_search(model, src, lengths, limits, beam_size=beam_size, n_best=3,
+                           drop_multiple=drop_multiple)
+
+    one_at_a_time, grouped = run(1), run(multiple)
+    assert len({len(h.tokens) for hyps in one_at_a_time for h in hyps}) > 3  # ends vary
+    for expected, got in zip(one_at_a_time, grouped):
+        assert [h.tokens for h in got] == [h.tokens for h in expected]
+        assert [h.score for h in got] == pytest.approx([h.score for h in expected], abs=1e-5)
+
+
+def test_searches_drop_finished_sequences_in_groups_only_under_cpu_autocast():
+    cpu = torch.device("cpu")
+    assert search.keep_multiple(cpu) == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert search.keep_multiple(cpu) == search.AUTOCAST_KEEP_MULTIPLE
+    running = torch.tensor([True, False, True, False, False, True, False])
+    assert search._sequences_to_keep(running, 1).tolist() == [0, 2, 5]
+    assert search._sequences_to_keep(running, 4).tolist() == [0, 2, 5, 1]
+    assert search._sequences_to_keep(running, 8) is None  # 8 rows would not be fewer
+
+
 def test_length_limits():
     model = peaked_model()
     src, lengths = sources()
