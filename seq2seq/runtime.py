@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ def configure_threads(num_threads: int = 0) -> int:
 ONEDNN_CACHE_CAPACITY = 16  # compiled bfloat16 kernels kept (see mixed_precision)
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere bf16
     autocast still works, but emulated, and is slower than float32."""
@@ -49,6 +51,14 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_mixed_precision(setting: bool | str, device: torch.device) -> bool:
+    """A config's mixed-precision switch for ``device``: true/false as given; ``auto`` is on
+    for CUDA and for CPUs that multiply bfloat16 in hardware, off for other CPUs."""
+    if setting == "auto":
+        return device.type == "cuda" or cpu_has_native_bf16()
+    return bool(setting)
 
 
 def mixed_precision(device: torch.device, enabled: bool):

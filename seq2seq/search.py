@@ -8,8 +8,8 @@ attention or None)`` and the state a ``select(index)`` that reorders its batch r
 Every search works on the whole batch as one tensor (batch x beam rows for beam search) and
 drops finished sequences from the active batch as it goes, so the per-step work shrinks
 instead of carrying finished rows to the longest sequence's end. Under CPU bfloat16 autocast
-the batch shrinks in steps of ``AUTOCAST_KEEP_MULTIPLE`` sequences instead of one (see
-``keep_multiple``).
+the batch shrinks in steps of ``AUTOCAST_DROP_MULTIPLE`` sequences instead of one (see
+``default_drop_multiple``).
 
 Length rules shared by all: a hypothesis holds at most ``max_lengths[i]`` tokens counting
 its final </s>; </s> is forbidden before ``min_length`` tokens.
@@ -29,13 +29,14 @@ NEG_INF = float("-inf")
 # drops its finished sequences one at a time has a new row count, and so pays for new kernels,
 # at nearly every step of its tail; keeping the count a multiple of 8 (finished sequences ride
 # along as filler) makes greedy decoding about a third faster there. float32 gains nothing.
-AUTOCAST_KEEP_MULTIPLE = 8
+AUTOCAST_DROP_MULTIPLE = 8
 
 
-def keep_multiple(device: torch.device) -> int:
-    """How many sequences at a time a search drops from its batch on ``device`` now."""
+def default_drop_multiple(device: torch.device) -> int:
+    """How many finished sequences at a time a search drops from its batch on ``device``,
+    under the autocast state of the moment."""
     if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        return AUTOCAST_KEEP_MULTIPLE
+        return AUTOCAST_DROP_MULTIPLE
     return 1
 
 
@@ -104,7 +105,8 @@ def greedy_search(model, state, first_tokens: torch.Tensor, max_lengths: torch.T
     Args:
         state: the decoder state of B sequences; first_tokens: [B] the tokens fed first;
         max_lengths: [B] output budget incl. </s>; drop_multiple: finished sequences leave
-        the batch so many at a time (default: ``keep_multiple``); results do not depend on it.
+        the batch so many at a time (default: ``default_drop_multiple``); results do not
+        depend on it.
     Returns:
         one Hypothesis per sequence, in input order.
     """
@@ -129,7 +131,7 @@ def _extend_one_path(model, state, first_tokens: torch.Tensor, max_lengths: torc
     """
     batch = first_tokens.size(0)
     device = first_tokens.device
-    multiple = drop_multiple or keep_multiple(device)
+    multiple = drop_multiple or default_drop_multiple(device)
     max_lengths = max_lengths.to(device)
     active = torch.arange(batch, device=device)  # original row of each row in the batch
     running = torch.ones(batch, dtype=torch.bool, device=device)  # False: finished filler
@@ -182,7 +184,7 @@ def beam_search(model, state, first_tokens: torch.Tensor, max_lengths: torch.Ten
     """
     batch, k = first_tokens.size(0), beam_size
     device = first_tokens.device
-    multiple = drop_multiple or keep_multiple(device)
+    multiple = drop_multiple or default_drop_multiple(device)
     state = state.select(torch.arange(batch, device=device).repeat_interleave(k))
     max_lengths = max_lengths.to(device)
     active = torch.arange(batch, device=device)  # original sentence of each batch sentence

@@ -1,6 +1,7 @@
 """Config files become typed objects; every mistake names its key."""
 
 import pytest
+import torch
 
 from seq2seq.config import Config, config_from_dict, dump_config, load_config
 from seq2seq.errors import UserError
@@ -26,6 +27,7 @@ def test_demo_config_loads_and_round_trips(tmp_path):
      ["luong_score: dot", "512", "100"]),
     ({"decoding": {"n_best": 9, "beam_size": 2}}, ["decoding.n_best"]),
     ({"model": "big"}, ["model must be a mapping"]),
+    ({"training": {"cpu_amp": "sometimes"}}, ["training.cpu_amp", "true/false or 'auto'"]),
 ])
 def test_mistakes_name_the_key(raw, words):
     with pytest.raises(UserError) as err:
@@ -57,6 +59,22 @@ def test_bad_files(tmp_path):
     bad.write_text("model: [1, 2\n")
     with pytest.raises(UserError, match="bad.yaml line"):
         load_config(bad)
+
+
+def test_mixed_precision_switches_take_true_false_or_auto(tmp_path, monkeypatch):
+    from seq2seq import runtime
+
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  cpu_amp: auto\ndecoding:\n  amp: true\n")
+    config = load_config(path, ["training.amp=false"])
+    assert (config.training.cpu_amp, config.decoding.amp, config.training.amp) == ("auto", True, False)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for native in (True, False):
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda native=native: native)
+        assert runtime.use_mixed_precision("auto", cpu) is native
+        assert runtime.use_mixed_precision("auto", cuda) is True  # float16 on CUDA is fast
+        assert runtime.use_mixed_precision(True, cpu) is True
+        assert runtime.use_mixed_precision(False, cuda) is False
 
 
 def test_defaults_are_valid():

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.models.attention import additive_scores, build_attention
 from seq2seq.models.encoder import RecurrentEncoder
-from seq2seq.models.functional import AUTOCAST_ROW_MULTIPLE, cross_entropy_sum, pad_rows
+from seq2seq.models.functional import (AUTOCAST_ROW_MULTIPLE, cross_entropy_sum,
+                                       pad_to_row_multiple)
 from seq2seq.models.translation import TranslationModel, sequence_loss
 from seq2seq.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
@@ -198,10 +199,10 @@ def test_sequence_loss_under_autocast_pads_rows_without_changing_loss_or_gradien
 
 def test_pad_rows_appends_zero_rows_up_to_the_multiple():
     rows = torch.randn(130, 3)
-    padded = pad_rows(rows, 128)
+    padded = pad_to_row_multiple(rows, 128)
     assert padded.shape == (256, 3) and torch.equal(padded[:130], rows)
     assert (padded[130:] == 0).all()
-    assert pad_rows(rows[:128], 128).shape == (128, 3)
+    assert pad_to_row_multiple(rows[:128], 128).shape == (128, 3)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])

@@ -153,9 +153,9 @@ def test_finished_sequences_kept_as_filler_change_no_result(beam_size, multiple)
 
 def test_searches_drop_finished_sequences_in_groups_only_under_cpu_autocast():
     cpu = torch.device("cpu")
-    assert search.keep_multiple(cpu) == 1
+    assert search.default_drop_multiple(cpu) == 1
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert search.keep_multiple(cpu) == search.AUTOCAST_KEEP_MULTIPLE
+        assert search.default_drop_multiple(cpu) == search.AUTOCAST_DROP_MULTIPLE
     running = torch.tensor([True, False, True, False, False, True, False])
     assert search._sequences_to_keep(running, 1).tolist() == [0, 2, 5]
     assert search._sequences_to_keep(running, 4).tolist() == [0, 2, 5, 1]

@@ -120,12 +120,13 @@ def test_bfloat16_mixed_precision_on_cpu_learns_and_decodes_like_float32(tmp_pat
         assert sum(a == b for a, b in zip(low, full)) / len(full) >= 0.98
 
 
-def test_resumed_run_continues_exactly(tmp_path):
+@pytest.mark.parametrize("cpu_amp", [False, True])
+def test_resumed_run_continues_exactly(tmp_path, cpu_amp):
     """Stopping at step 20 and resuming to 40 gives bit-identical weights and optimizer
     state to one uninterrupted 40-step run (dropout and scheduled sampling draw random
-    numbers, so the RNG state must be restored too)."""
+    numbers, so the RNG state must be restored too), in float32 and in bfloat16 autocast."""
     raw = reversal_config(tmp_path, max_len=6, max_steps=40, validate_every=20,
-                          teacher_forcing=0.9, scheduler="plateau")
+                          teacher_forcing=0.9, scheduler="plateau", cpu_amp=cpu_amp)
     raw["model"]["embedding_dropout"] = raw["model"]["output_dropout"] = 0.3
     train(raw, tmp_path / "whole")
     raw["training"]["max_steps"] = 20

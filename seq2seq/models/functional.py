@@ -1,8 +1,8 @@
 """Functions every head's model shares.
 
 ``init_weights``: the one initialisation policy of the translator, classifier and language
-model; ``pad_rows``, which keeps matrix shapes few under autocast. Two hot-path functions
-written for CPU speed, numerically identical in meaning to torch's:
+model; ``pad_to_row_multiple``, which keeps matrix shapes few under autocast. Two hot-path
+functions written for CPU speed, numerically identical in meaning to torch's:
 
 - ``dropout``: draws its mask with ``torch.rand`` (about 3x faster on CPU than the
   Bernoulli sampler behind ``F.dropout``), from the same global generator, so runs stay
@@ -64,7 +64,7 @@ class Dropout(torch.nn.Module):
 AUTOCAST_ROW_MULTIPLE = 128
 
 
-def pad_rows(rows: torch.Tensor, multiple: int) -> torch.Tensor:
+def pad_to_row_multiple(rows: torch.Tensor, multiple: int) -> torch.Tensor:
     """[N, H] -> [ceil(N / multiple) * multiple, H], the new rows zero.
 
     Why: under CPU bfloat16 autocast, oneDNN compiles a kernel per matrix shape and caches a
@@ -116,7 +116,7 @@ def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor,
 
     ``loss`` has the value and gradient of ``F.cross_entropy(logits[:n], target,
     reduction="sum", label_smoothing=label_smoothing)``: rows past n are padding (see
-    ``pad_rows``) and get a zero gradient. ``nll`` is the unsmoothed summed negative
+    ``pad_to_row_multiple``) and get a zero gradient. ``nll`` is the unsmoothed summed negative
     log-likelihood (for reporting; no gradient).
     """
     if target.numel() > logits.size(0):

@@ -11,7 +11,8 @@ from ..tokenizers import PAD_ID
 from .attention import build_attention
 from .decoder import DecoderState, RecurrentDecoder
 from .encoder import RecurrentEncoder
-from .functional import AUTOCAST_ROW_MULTIPLE, Dropout, cross_entropy_sum, init_weights, pad_rows
+from .functional import (AUTOCAST_ROW_MULTIPLE, Dropout, cross_entropy_sum, init_weights,
+                         pad_to_row_multiple)
 
 
 class Bridge(nn.Module):
@@ -145,13 +146,13 @@ def sequence_loss(model: TranslationModel, features: torch.Tensor, targets: torc
     Only non-pad positions are projected to the vocabulary: the output layer is the most
     expensive matrix product of the model, so padding is dropped before it. Under autocast
     the kept rows are padded with zero rows to a multiple of ``AUTOCAST_ROW_MULTIPLE`` (see
-    ``pad_rows``); the loss skips those rows and gives them no gradient.
+    ``pad_to_row_multiple``); the loss skips those rows and gives them no gradient.
     Returns (loss_sum for backprop, nll_sum without smoothing for reporting, token count).
     """
     keep = targets != PAD_ID
     rows = features[keep]
     if torch.is_autocast_enabled(rows.device.type):
-        rows = pad_rows(rows, AUTOCAST_ROW_MULTIPLE)
+        rows = pad_to_row_multiple(rows, AUTOCAST_ROW_MULTIPLE)
     logits = model.logits(rows).float()
     gold = targets[keep]
     loss, nll = cross_entropy_sum(logits, gold, label_smoothing)

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..config import TrainingConfig
-from ..runtime import ProcessInfo, cpu_has_native_bf16, mixed_precision
+from ..runtime import ProcessInfo, cpu_has_native_bf16, mixed_precision, use_mixed_precision
 from .checkpoint import RunDirectory, average_weights, save_weights
 from .optim import LearningRateSchedule, build_optimizer
 
@@ -85,8 +85,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), config)
         self.schedule = LearningRateSchedule.from_config(config)
         self.state = TrainerState()
-        self.use_amp = config.amp if device.type == "cuda" else config.cpu_amp
-        if self.use_amp and device.type == "cpu" and not cpu_has_native_bf16():
+        amp = config.amp if device.type == "cuda" else config.cpu_amp
+        self.use_amp = use_mixed_precision(amp, device)
+        if amp is True and device.type == "cpu" and not cpu_has_native_bf16():
             self.console.print("note: training.cpu_amp on a CPU without bfloat16 hardware "
                                "(AVX512-BF16 or AMX) is slower than float32")
         # bfloat16 has float32's range, so only CUDA's float16 needs loss scaling
