@@ -61,12 +61,13 @@ def use_mixed_precision(setting: bool | str, device: torch.device) -> bool:
     return bool(setting)
 
 
-def mixed_precision(device: torch.device, enabled: bool):
+def mixed_precision(device: torch.device, enabled: bool | str):
     """The autocast context for ``device``: float16 on CUDA, bfloat16 on CPU; a no-op when off.
+    ``enabled`` is a config switch (true, false or ``auto``, see ``use_mixed_precision``).
 
     Weights, optimizer state and the loss stay float32; matrix products run in the low precision.
     """
-    if not enabled:
+    if not use_mixed_precision(enabled, device):
         return contextlib.nullcontext()
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)

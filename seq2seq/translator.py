@@ -19,7 +19,7 @@ from .data.batching import BucketBatchSampler, IdColumn, make_translation_batch
 from .errors import UserError
 from .models.translation import TranslationModel
 from .pretrained import load_tokenizers, open_run, weights_path
-from .runtime import mixed_precision, select_device, use_mixed_precision
+from .runtime import mixed_precision, select_device
 from .search import Hypothesis, beam_search, greedy_search, max_output_lengths, start_tokens
 from .tokenizers import BOS_ID, EOS_ID, Tokenizer
 from .training.checkpoint import RunDirectory, load_weights
@@ -39,7 +39,7 @@ def decode_ids(model: TranslationModel, src: IdColumn, device: torch.device,
     sampler = BucketBatchSampler(src.lengths()[rows] + 1, batch_size=decoding.batch_size,
                                  batch_tokens=decoding.batch_tokens, shuffle=False)
     results: dict[int, list[Hypothesis]] = {}
-    with mixed_precision(device, use_mixed_precision(decoding.amp, device)):
+    with mixed_precision(device, decoding.amp):
         for positions in sampler.epoch_batches(0):
             chunk = rows[positions]
             results.update(zip(chunk.tolist(), _decode_batch(model, src, chunk, device, decoding)))
