@@ -3,7 +3,9 @@
 A search starts from a decoder state the head has built (the translator's encoded source, a
 language model's consumed prompt) and the token to feed first (<s>, or the prompt's last
 token). The model supplies ``decode_step(tokens [N], state) -> (log_probs [N, V], state,
-attention or None)`` and the state a ``select(index)`` that reorders its batch rows.
+attention or None)``; the state supplies ``select(index)``, which reorders its batch rows,
+and ``reorder_beams(index)``, the same for rows that move only among one sequence's beams
+(so what is constant per sequence, such as a translator's encoded source, need not move).
 
 Every search works on the whole batch as one tensor (batch x beam rows for beam search) and
 drops finished sequences from the active batch as it goes, so the per-step work shrinks
@@ -245,12 +247,14 @@ def beam_search(model, state, first_tokens: torch.Tensor, max_lengths: torch.Ten
         if not bool(running.any()):
             break
         keep = _sequences_to_keep(running, multiple)
-        if keep is not None:  # drop finished sentences from the batch
+        if keep is None:  # rows move only among the beams of their own sentence
+            state = state.reorder_beams(rows)
+        else:  # drop finished sentences from the batch
             rows = (rows.view(n_active, k)[keep]).view(-1)
             beam_rows = (keep.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
             history, token = history[beam_rows], token[beam_rows]
             scores, active, running = scores[keep], active[keep], running[keep]
-        state = state.select(rows)
+            state = state.select(rows)
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in finished]
 
 

@@ -275,6 +275,8 @@ def test_two_conditions_give_two_learned_sequences(tmp_path, condition_type, mod
     down = generator.generate(condition="0 1" if features else "down", greedy=True)[0]
     assert (up.text, down.text) == ("a b c d e f", "f e d c b a")
     assert up.finished and down.finished  # stopped at </s>
+    beams = generator.generate(condition="0 1" if features else "down", beam_size=3)
+    assert beams[0].text == "f e d c b a"  # beams reordered, the condition kept per sequence
     if not features:
         labels = json.loads((tmp_path / "run" / "conditions.json").read_text())["labels"]
         assert labels == ["down", "up"]

@@ -151,6 +151,35 @@ def test_finished_sequences_kept_as_filler_change_no_result(beam_size, multiple)
         assert [h.score for h in got] == pytest.approx([h.score for h in expected], abs=1e-5)
 
 
+@pytest.mark.parametrize("cell,attention", [("gru", "bahdanau"), ("lstm", "luong")])
+def test_beam_reorder_keeping_the_source_side_changes_no_result(cell, attention, monkeypatch):
+    """Between drops, beam search reorders rows only among a sentence's own beams and keeps
+    the encoded source where it is; copying the whole state instead gives the same result."""
+    from seq2seq.models.decoder import DecoderState
+
+    model = peaked_model(seed=3, cell=cell, attention=attention)
+    src, lengths = sources(n=13, seed=4)
+    limits = max_output_lengths(lengths, 2.0, 3)
+    light = beam_search(model, src, lengths, limits, beam_size=4, n_best=4)
+    monkeypatch.setattr(DecoderState, "reorder_beams", DecoderState.select)
+    full = beam_search(model, src, lengths, limits, beam_size=4, n_best=4)
+    assert len({len(h.tokens) for hyps in full for h in hyps}) > 3  # ends vary
+    for expected, got in zip(full, light):
+        assert [h.tokens for h in got] == [h.tokens for h in expected]
+        assert [h.score for h in got] == pytest.approx([h.score for h in expected], abs=1e-6)
+
+
+def test_reorder_beams_keeps_the_source_side_and_moves_the_rest():
+    model = peaked_model()
+    src, lengths = sources(n=2)
+    state = model.encode(src, lengths).select(torch.tensor([0, 0, 1, 1]))  # 2 beams each
+    index = torch.tensor([1, 1, 3, 2])
+    reordered, selected = state.reorder_beams(index), state.select(index)
+    assert reordered.memory is state.memory and reordered.mask is state.mask
+    for name in ("hidden", "memory", "keys", "mask"):
+        assert torch.equal(getattr(reordered, name), getattr(selected, name))
+
+
 def test_searches_drop_finished_sequences_in_groups_only_under_cpu_autocast():
     cpu = torch.device("cpu")
     assert search.default_drop_multiple(cpu) == 1

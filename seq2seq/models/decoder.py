@@ -33,13 +33,21 @@ class DecoderState:
 
     def select(self, index: torch.Tensor) -> "DecoderState":
         """Reorder/replicate the batch: row i of the result is row index[i] (beam search)."""
+        return self._pick(index, [f.name for f in fields(self)])
+
+    def reorder_beams(self, index: torch.Tensor) -> "DecoderState":
+        """``select`` for an index that moves rows only among the beams of their own source
+        sentence. The source side (memory, keys, mask) is the same for all of a sentence's
+        beams, so it is kept instead of copied: the largest tensors, at every search step."""
+        return self._pick(index, [f.name for f in fields(self)
+                                  if f.name not in ("memory", "keys", "mask")])
+
+    def _pick(self, index: torch.Tensor, names: list[str]) -> "DecoderState":
         picked = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            dim = 1 if f.name in ("hidden", "cell") else 0
-            picked[f.name] = value.index_select(dim, index)
+        for name in names:
+            value = getattr(self, name)
+            if value is not None:
+                picked[name] = value.index_select(1 if name in ("hidden", "cell") else 0, index)
         return replace(self, **picked)
 
 

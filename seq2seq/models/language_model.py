@@ -39,6 +39,14 @@ class LMState:
             cell=None if self.cell is None else self.cell.index_select(1, index),
             condition=None if self.condition is None else self.condition.index_select(0, index))
 
+    def reorder_beams(self, index: torch.Tensor) -> "LMState":
+        """``select`` for an index that moves rows only among one sequence's beams: the
+        condition, the same for all of them, is kept as it is."""
+        return LMState(
+            hidden=self.hidden.index_select(1, index),
+            cell=None if self.cell is None else self.cell.index_select(1, index),
+            condition=self.condition)
+
     def detach(self) -> "LMState":
         """The same values cut from the graph: truncated backprop stops at the window's start."""
         return LMState(self.hidden.detach(),
