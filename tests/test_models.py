@@ -197,7 +197,7 @@ def test_sequence_loss_under_autocast_pads_rows_without_changing_loss_or_gradien
         assert torch.allclose(got, expected, rtol=1e-2, atol=1e-3)
 
 
-def test_pad_rows_appends_zero_rows_up_to_the_multiple():
+def test_pad_to_row_multiple_appends_zero_rows():
     rows = torch.randn(130, 3)
     padded = pad_to_row_multiple(rows, 128)
     assert padded.shape == (256, 3) and torch.equal(padded[:130], rows)

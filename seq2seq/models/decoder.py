@@ -31,6 +31,8 @@ class DecoderState:
     keys: torch.Tensor | None = None
     mask: torch.Tensor | None = None
 
+    _SOURCE_SIDE = ("memory", "keys", "mask")  # per source sentence, shared by its beams
+
     def select(self, index: torch.Tensor) -> "DecoderState":
         """Reorder/replicate the batch: row i of the result is row index[i] (beam search)."""
         return self._pick(index, [f.name for f in fields(self)])
@@ -40,7 +42,7 @@ class DecoderState:
         sentence. The source side (memory, keys, mask) is the same for all of a sentence's
         beams, so it is kept instead of copied: the largest tensors, at every search step."""
         return self._pick(index, [f.name for f in fields(self)
-                                  if f.name not in ("memory", "keys", "mask")])
+                                  if f.name not in self._SOURCE_SIDE])
 
     def _pick(self, index: torch.Tensor, names: list[str]) -> "DecoderState":
         picked = {}

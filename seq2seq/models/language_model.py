@@ -34,10 +34,10 @@ class LMState:
 
     def select(self, index: torch.Tensor) -> "LMState":
         """Reorder/replicate the batch: row i of the result is row index[i] (beam search)."""
-        return LMState(
-            hidden=self.hidden.index_select(1, index),
-            cell=None if self.cell is None else self.cell.index_select(1, index),
-            condition=None if self.condition is None else self.condition.index_select(0, index))
+        moved = self.reorder_beams(index)
+        if self.condition is not None:
+            moved.condition = self.condition.index_select(0, index)
+        return moved
 
     def reorder_beams(self, index: torch.Tensor) -> "LMState":
         """``select`` for an index that moves rows only among one sequence's beams: the
