@@ -115,49 +115,59 @@ class RecurrentDecoder(nn.Module):
         attention = torch.stack(all_weights, 1) if return_attention else None
         return torch.stack(outputs, 1), state, attention
 
-    # ---- one step (search, scheduled sampling) ----
-
     def input_gates(self, embedded: torch.Tensor) -> torch.Tensor:
         """The embedding's share of the first layer's input gates: [..., E] -> [..., G*H]."""
         weight = self.rnn.weight_ih_l0[:, : self.embedding_size]
         return F.linear(embedded, weight, self.rnn.bias_ih_l0)
-
-    def step(self, embedded: torch.Tensor, state: DecoderState
-             ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        """[B, E] one embedded input -> output [B, H], new state, weights [B, S] (or None)."""
-        return self.step_from_gates(self.input_gates(embedded), state)
 
     def feed_weight(self) -> torch.Tensor:
         """The first layer's input weights for the fed-back vector: [G*H, H] (or [G*H, 0])."""
         return self.rnn.weight_ih_l0[:, self.embedding_size:].contiguous()
 
     def step_from_gates(self, gates: torch.Tensor, state: DecoderState,
-                        feed_weight: torch.Tensor | None = None
+                        feed_weight: torch.Tensor
                         ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        hidden, cell = self._rnn_step(gates, state,
-                                      self.feed_weight() if feed_weight is None else feed_weight)
+        """One step whose embedding share of the first layer's input gates, [B, G*H], was
+        computed beforehand (``input_gates``, for all steps at once); ``feed_weight`` from
+        ``feed_weight()``. It is passed where the cell expects its input bias (a [B, G*H]
+        bias is allowed), so only the fed-back vector is multiplied here."""
+        x = state.feed if self.feeds else gates.new_zeros(gates.size(0), 0)
+        return self._step(x, feed_weight, gates, state)
+
+    # ---- one step (search, scheduled sampling) ----
+
+    def step(self, embedded: torch.Tensor, state: DecoderState
+             ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """[B, E] one embedded input -> output [B, H], new state, weights [B, S] (or None).
+
+        The first layer takes [embedded; fed-back vector] against its whole input weight, not
+        the precomputed-gates split of the teacher-forced loop: the whole weight is a leaf
+        tensor, so under autocast its low-precision copy is made once and cached, where a
+        slice of it would be cast again at every step of a search.
+        """
+        x = torch.cat([embedded, state.feed], dim=-1) if self.feeds else embedded
+        return self._step(x, self.rnn.weight_ih_l0, self.rnn.bias_ih_l0, state)
+
+    # ---- shared by both ----
+
+    def _step(self, x: torch.Tensor, w_ih: torch.Tensor, b_ih: torch.Tensor,
+              state: DecoderState) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """The first layer's input x with its weight and bias -> output, new state, weights."""
+        hidden, cell = self._rnn_step(x, w_ih, b_ih, state)
         output, weights = self.readout(hidden[-1].unsqueeze(1), state)
         output = output.squeeze(1)
         new_state = replace(state, hidden=hidden, cell=cell,
                             feed=output if self.feeds else None)
         return output, new_state, None if weights is None else weights.squeeze(1)
 
-    def _rnn_step(self, gates: torch.Tensor, state: DecoderState, feed_weight: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Advance every layer by one step with ATen's fused cell functions.
-
-        The first layer's input projection is split: the embedding part arrives precomputed
-        in ``gates`` and is passed where the cell expects its input bias (a [B, G*H] bias is
-        allowed), so only the fed-back vector is multiplied here.
-        """
+    def _rnn_step(self, x: torch.Tensor, w_ih: torch.Tensor, b_ih: torch.Tensor,
+                  state: DecoderState) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Advance every layer by one step with ATen's fused cell functions; the first layer
+        with the given input weight and bias, the others with their own."""
         rnn = self.rnn
-        batch = gates.size(0)
-        x = state.feed if self.feeds else gates.new_zeros(batch, 0)
         new_h, new_c = [], []
         for layer in range(self.layers):
-            if layer == 0:
-                w_ih, b_ih = feed_weight, gates
-            else:
+            if layer > 0:
                 x = dropout(x, self.between_layers_dropout, self.training)
                 w_ih = getattr(rnn, f"weight_ih_l{layer}")
                 b_ih = getattr(rnn, f"bias_ih_l{layer}")
