@@ -99,11 +99,11 @@ def test_bfloat16_mixed_precision_on_cpu_learns_and_decodes_like_float32(tmp_pat
     decoding with amp gives the float32 translations of a confident model."""
     low_precision_dtypes = []
 
-    def recording(device, enabled):  # what a matrix product inside the trainer's context gives
-        with mixed_precision(device, enabled):
+    def recording(device, enabled, training=False):  # a product in the trainer's context
+        with mixed_precision(device, enabled, training):
             product = torch.ones(1, 2) @ torch.ones(2, 2)
         low_precision_dtypes.append(product.dtype)
-        return mixed_precision(device, enabled)
+        return mixed_precision(device, enabled, training)
 
     monkeypatch.setattr("seq2seq.training.trainer.mixed_precision", recording)
     raw = reversal_config(tmp_path, max_len=7, max_steps=300, validate_every=100,
@@ -212,3 +212,20 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     b = load_file(str(tmp_path / "killed/checkpoints/step_00000150/model.safetensors"))
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_only_training_caps_the_bfloat16_kernel_cache(monkeypatch):
+    """Training keeps 16 compiled oneDNN kernels (memory); search keeps the library's default
+    (its many shapes would be recompiled); a value the user set is left alone."""
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    with mixed_precision(cpu, True):
+        pass
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ
+    with mixed_precision(cpu, True, training=True):
+        pass
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "16"
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+    with mixed_precision(cpu, True, training=True):
+        pass
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "0"

@@ -194,7 +194,7 @@ class Trainer:
 
     def _update(self, batch: Any) -> tuple[float, int]:
         """One optimizer step on one batch; returns (summed NLL, predictions made)."""
-        with mixed_precision(self.device, self.use_amp):
+        with mixed_precision(self.device, self.use_amp, training=True):
             loss, nll, count = self.task.loss(batch, self.state.step)
         # Normalise by predictions so the learning rate does not depend on batch length.
         self.scaler.scale(loss / max(count, 1)).backward()
