@@ -7,6 +7,7 @@ no traceback, and no run directory left behind that looks valid.
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -132,6 +133,21 @@ def test_python_cli_entry_from_a_checkout(trained):
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == 1
+
+
+def test_inference_commands_exit_without_teardown_but_flush_first():
+    """exit_now skips the interpreter's teardown, yet what sits in the buffers of a piped
+    stdout and stderr still arrives, and the status is what sys.exit would give."""
+    program = ("import json, sys; from seq2seq.cli import exit_now; print('out'); "
+               "print('err', file=sys.stderr); exit_now(json.loads(sys.argv[1]))")
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    for code, status in (("0", 0), ("2", 2), ("null", 0), ('"a message"', 1)):
+        done = subprocess.run([sys.executable, "-c", program, code], capture_output=True,
+                              text=True, cwd=ROOT, env=buffered)
+        assert done.returncode == status
+        assert done.stdout == "out\n"
+        assert done.stderr.startswith("err\n")
+        assert ("a message" in done.stderr) == (status == 1)
 
 
 # ---- bad input ---------------------------------------------------------------------------
