@@ -11,7 +11,9 @@ Every search works on the whole batch as one tensor (batch x beam rows for beam 
 drops finished sequences from the active batch as it goes, so the per-step work shrinks
 instead of carrying finished rows to the longest sequence's end. Under CPU bfloat16 autocast
 the batch shrinks in steps of ``AUTOCAST_DROP_MULTIPLE`` sequences instead of one (see
-``default_drop_multiple``).
+``default_drop_multiple``). Greedy search can also take a stream of groups
+(``greedy_search_stream``) and refill the rows of finished sequences with waiting ones
+(continuous batching), which needs states with ``append``.
 
 Length rules shared by all: a hypothesis holds at most ``max_lengths[i]`` tokens counting
 its final </s>; </s> is forbidden before ``min_length`` tokens.
@@ -19,9 +21,12 @@ its final </s>; </s> is forbidden before ``min_length`` tokens.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from .tokenizers import BOS_ID, EOS_ID
 
@@ -42,11 +47,13 @@ def default_drop_multiple(device: torch.device) -> int:
     return 1
 
 
-def _sequences_to_keep(running: torch.Tensor, multiple: int) -> torch.Tensor | None:
+def _sequences_to_keep(running: torch.Tensor, multiple: int,
+                       joining: int = 0) -> torch.Tensor | None:
     """Indices of the sequences to carry on with: the running ones in order, then finished
-    ones as filler up to a multiple of ``multiple``; None when that is all of them."""
+    ones as filler until, with ``joining`` new sequences, the count is a multiple of
+    ``multiple``; None when that is all of them."""
     n_running = int(running.sum())
-    n_kept = -(-n_running // multiple) * multiple
+    n_kept = -(-(n_running + joining) // multiple) * multiple - joining
     if n_kept >= running.numel():
         return None
     return torch.argsort((~running).to(torch.uint8), stable=True)[:n_kept]
@@ -70,23 +77,33 @@ def max_output_lengths(src_lengths: torch.Tensor, ratio: float, extra: int,
     return (src_lengths.float() * ratio + extra).long().clamp(1, cap)
 
 
-def block_repeated_ngrams(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> None:
-    """Forbid (in place) each token that would repeat an n-gram already in ``history`` [N, t]."""
+def block_repeated_ngrams(log_probs: torch.Tensor, history: torch.Tensor, n: int,
+                          lengths: torch.Tensor | None = None) -> None:
+    """Forbid (in place) each token that would repeat an n-gram already in ``history`` [N, t].
+
+    Rows shorter than t (``lengths`` [N]) are right-aligned, left-padded with -1; a row with
+    fewer than n tokens has no n-gram to repeat."""
     if n <= 0 or history.size(1) < n:
         return
     prefix = history[:, history.size(1) - (n - 1):]  # the last n-1 tokens: [N, n-1]
     windows = history.unfold(1, n, 1)  # every n-gram so far: [N, t-n+1, n]
     match = (windows[:, :, :-1] == prefix.unsqueeze(1)).all(-1)
+    if lengths is not None:  # padding-only prefixes would match padding-only windows
+        match &= (lengths >= n).unsqueeze(1)
     rows, cols = match.nonzero(as_tuple=True)
     log_probs[rows, windows[rows, cols, -1]] = NEG_INF
 
 
-def _restrict_length(log_probs: torch.Tensor, step: int, max_lengths: torch.Tensor,
-                     min_length: int) -> None:
-    """In place: no </s> before min_length; only </s> at a row's last allowed position."""
-    if step + 1 < min_length:
-        log_probs[:, EOS_ID] = NEG_INF
-    at_limit = max_lengths == step + 1
+def _restrict_length(log_probs: torch.Tensor, lengths: torch.Tensor | int,
+                     max_lengths: torch.Tensor, min_length: int) -> None:
+    """In place: no </s> before min_length; only </s> at a row's last allowed position.
+    ``lengths``: the tokens each row has so far ([N], or one int for all rows)."""
+    if isinstance(lengths, int):
+        if lengths + 1 < min_length:
+            log_probs[:, EOS_ID] = NEG_INF
+    elif min_length > 1:
+        log_probs[lengths + 1 < min_length, EOS_ID] = NEG_INF
+    at_limit = max_lengths == lengths + 1
     if bool(at_limit.any()):
         eos = log_probs[at_limit, EOS_ID].clone()
         log_probs[at_limit] = NEG_INF
@@ -96,6 +113,20 @@ def _restrict_length(log_probs: torch.Tensor, step: int, max_lengths: torch.Tens
 def start_tokens(batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """[B] <s> tokens: what a translator's decoder is fed first."""
     return torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
+
+
+@dataclass
+class SearchGroup:
+    """Sequences ready to be searched together: a decoder state with one row per sequence.
+
+    keys: the caller's id of each row (results come back under these); first_tokens: [B] the
+    tokens fed first; max_lengths: [B] output budgets counting </s>.
+    """
+
+    keys: list[int]
+    state: Any
+    first_tokens: torch.Tensor
+    max_lengths: torch.Tensor
 
 
 @torch.no_grad()
@@ -112,58 +143,189 @@ def greedy_search(model, state, first_tokens: torch.Tensor, max_lengths: torch.T
     Returns:
         one Hypothesis per sequence, in input order.
     """
-    def most_probable(log_probs: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        block_repeated_ngrams(log_probs, history, no_repeat_ngram)
+    group = SearchGroup(list(range(first_tokens.size(0))), state, first_tokens, max_lengths)
+    found = dict(greedy_search_stream(model, [group], min_length, no_repeat_ngram,
+                                      drop_multiple))
+    return [found[i] for i in group.keys]
+
+
+def greedy_search_stream(model, groups: Iterable[SearchGroup], min_length: int = 0,
+                         no_repeat_ngram: int = 0, drop_multiple: int | None = None
+                         ) -> Iterator[tuple[int, Hypothesis]]:
+    """Greedy search over a stream of groups with continuous batching.
+
+    The batch starts as the first group. As its sequences finish, sequences of the next
+    groups take their rows, so the decoder keeps working on about one group's worth of rows
+    instead of finishing each group's long tail at a few rows (where a step costs nearly as
+    much as at a full batch). Each group is only encoded (its state built) when its turn
+    comes. States must support ``append`` when there is more than one group.
+
+    Yields (key, Hypothesis) as sequences finish, not in input order.
+    """
+    def most_probable(log_probs: torch.Tensor, history: torch.Tensor,
+                      lengths: torch.Tensor) -> torch.Tensor:
+        block_repeated_ngrams(log_probs, history, no_repeat_ngram, lengths)
         return log_probs.max(dim=-1).indices
 
-    return _extend_one_path(model, state, first_tokens, max_lengths, min_length, most_probable,
-                            drop_multiple=drop_multiple)
+    return _extend_paths(model, groups, min_length, most_probable, drop_multiple=drop_multiple)
 
 
-def _extend_one_path(model, state, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
-                     min_length: int, pick, on_step=None,
-                     drop_multiple: int | None = None) -> list[Hypothesis]:
+@dataclass
+class _Paths:
+    """The rows a one-path search is extending, one sequence each (finished sequences may
+    ride along as filler). history [N, W] holds each row's tokens so far right-aligned, left
+    padded with -1 (rows join at different steps); lengths [N] counts them."""
+
+    keys: torch.Tensor
+    state: Any
+    tokens: torch.Tensor
+    max_lengths: torch.Tensor
+    log_probs: torch.Tensor
+    lengths: torch.Tensor
+    running: torch.Tensor
+    history: torch.Tensor
+
+    @classmethod
+    def start(cls, group: SearchGroup, index: torch.Tensor | None) -> "_Paths":
+        """Fresh paths for the group's rows ``index`` (None: all of them)."""
+        device = group.first_tokens.device
+        keys = torch.tensor(group.keys, device=device)
+        state, first, limits = group.state, group.first_tokens, group.max_lengths.to(device)
+        if index is not None:
+            keys, first, limits = keys[index], first[index], limits[index]
+            state = state.select(index)
+        n = keys.numel()
+        return cls(keys, state, first, limits, torch.zeros(n, device=device),
+                   torch.zeros(n, dtype=torch.long, device=device),
+                   torch.ones(n, dtype=torch.bool, device=device),
+                   torch.empty((n, 0), dtype=torch.long, device=device))
+
+    def select(self, index: torch.Tensor) -> "_Paths":
+        """The rows ``index``; history loses the columns that only padded them."""
+        lengths = self.lengths[index]
+        width = int(lengths.max()) if lengths.numel() else 0
+        history = self.history[index, self.history.size(1) - width:]
+        return _Paths(self.keys[index], self.state.select(index), self.tokens[index],
+                      self.max_lengths[index], self.log_probs[index], lengths,
+                      self.running[index], history)
+
+    def append(self, other: "_Paths") -> "_Paths":
+        """These rows, then ``other``'s."""
+        width = max(self.history.size(1), other.history.size(1))
+        history = torch.cat([F.pad(h, (width - h.size(1), 0), value=-1)
+                             for h in (self.history, other.history)])
+        joined = [torch.cat([getattr(self, name), getattr(other, name)])
+                  for name in ("keys", "tokens", "max_lengths", "log_probs", "lengths",
+                               "running")]
+        return _Paths(joined[0], self.state.append(other.state), *joined[1:], history)
+
+    def grow(self, tokens: torch.Tensor, log_probs: torch.Tensor, state) -> None:
+        """Extend every row, in place, by its chosen token [N] with its log-prob [N]."""
+        self.tokens, self.state = tokens, state
+        self.log_probs = self.log_probs + log_probs
+        self.lengths = self.lengths + 1
+        self.history = torch.cat([self.history, tokens.unsqueeze(1)], dim=1)
+
+    def hypothesis(self, row: int) -> Hypothesis:
+        """The finished path of ``row`` (its last token is </s>)."""
+        length = int(self.lengths[row])
+        log_prob = float(self.log_probs[row])
+        tokens = self.history[row, self.history.size(1) - length: -1].tolist()
+        return Hypothesis(tokens, log_prob, log_prob)
+
+
+class _Waiting:
+    """Sequences not yet admitted to the batch: the rest of the groups pulled so far, then
+    the groups still to come, pulled (and so encoded) only when their rows are needed."""
+
+    def __init__(self, groups: Iterable[SearchGroup]) -> None:
+        self._groups = iter(groups)
+        self._pulled: list[list] = []  # [group, rows taken] for pulled groups with rows left
+        self.capacity = 0  # rows the batch may hold: the size of the group drawn from
+
+    def count_at_least(self, n: int) -> int:
+        """How many sequences wait, counted up to ``n`` (counting may pull groups)."""
+        count = sum(len(group.keys) - taken for group, taken in self._pulled)
+        while count < n:
+            group = next(self._groups, None)
+            if group is None:
+                break
+            if group.keys:
+                self._pulled.append([group, 0])
+                count += len(group.keys)
+        if self._pulled:
+            self.capacity = len(self._pulled[0][0].keys)
+        return min(count, n)
+
+    def take(self, n: int) -> _Paths | None:
+        """Up to ``n`` waiting sequences as fresh paths, in order (None if none wait)."""
+        n = self.count_at_least(n)
+        paths = None
+        while n > 0:
+            entry = self._pulled[0]
+            group, start = entry
+            size = len(group.keys)
+            end = min(size, start + n)
+            index = (None if start == 0 and end == size else
+                     torch.arange(start, end, device=group.first_tokens.device))
+            piece = _Paths.start(group, index)
+            paths = piece if paths is None else paths.append(piece)
+            n -= end - start
+            if end == size:
+                self._pulled.pop(0)
+            else:
+                entry[1] = end
+        return paths
+
+
+@torch.no_grad()
+def _extend_paths(model, groups: Iterable[SearchGroup], min_length: int, pick, on_step=None,
+                  drop_multiple: int | None = None) -> Iterator[tuple[int, Hypothesis]]:
     """The loop greedy search and sampling share: each sequence grows one path, a token per
-    step, until </s> or its length budget; finished rows leave the batch ``drop_multiple``
-    at a time.
+    step, until </s> or its length budget. Finished rows leave the batch ``drop_multiple``
+    at a time; waiting sequences join when a group's worth of rows has room for at least
+    ``max(drop_multiple, capacity // 8)`` of them (joining copies the batch's state, so not
+    at every step).
 
-    ``pick(log_probs [N, V], history [N, t]) -> tokens [N]`` chooses the next tokens (it may
-    set scores to -inf in place). Returns one Hypothesis per sequence, in input order, its
+    ``pick(log_probs [N, V], history [N, W], lengths [N]) -> tokens [N]`` chooses the next
+    tokens (it may set scores to -inf in place). ``on_step(keys, tokens)``, if given, gets
+    the running rows' keys and tokens after every step. Yields (key, Hypothesis), the
     log_prob summed from ``log_probs`` as ``pick`` left them.
     """
-    batch = first_tokens.size(0)
-    device = first_tokens.device
-    multiple = drop_multiple or default_drop_multiple(device)
-    max_lengths = max_lengths.to(device)
-    active = torch.arange(batch, device=device)  # original row of each row in the batch
-    running = torch.ones(batch, dtype=torch.bool, device=device)  # False: finished filler
-    history = torch.empty((batch, 0), dtype=torch.long, device=device)
-    token = first_tokens
-    log_prob = torch.zeros(batch, device=device)
-    results: list[Hypothesis | None] = [None] * batch
-    for step in range(int(max_lengths.max())):
-        log_probs, state, _ = model.decode_step(token, state)
-        _restrict_length(log_probs, step, max_lengths[active], min_length)
-        token = pick(log_probs, history)
-        log_prob = log_prob + log_probs.gather(1, token.unsqueeze(1)).squeeze(1)
-        history = torch.cat([history, token.unsqueeze(1)], dim=1)
+    waiting = _Waiting(groups)
+    if waiting.count_at_least(1) == 0:
+        return
+    paths = waiting.take(waiting.capacity)
+    multiple = drop_multiple or default_drop_multiple(paths.tokens.device)
+    while True:
+        log_probs, state, _ = model.decode_step(paths.tokens, paths.state)
+        _restrict_length(log_probs, paths.lengths, paths.max_lengths, min_length)
+        tokens = pick(log_probs, paths.history, paths.lengths)
+        paths.grow(tokens, log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1), state)
+        running = paths.running
         if on_step is not None:
             rows = running.nonzero(as_tuple=True)[0]
-            on_step(active[rows].tolist(), token[rows].tolist())
-        done = (token == EOS_ID) & running
-        if bool(done.any()):
+            on_step(paths.keys[rows].tolist(), tokens[rows].tolist())
+        done = (tokens == EOS_ID) & running
+        any_done = bool(done.any())
+        if any_done:
             for row in done.nonzero(as_tuple=True)[0].tolist():
-                lp = float(log_prob[row])
-                results[int(active[row])] = Hypothesis(history[row, :-1].tolist(), lp, lp)
-            running = running & ~done
-            if not bool(running.any()):
-                break
-            keep = _sequences_to_keep(running, multiple)
-            if keep is not None:
-                active, history, token = active[keep], history[keep], token[keep]
-                log_prob, running = log_prob[keep], running[keep]
-                state = state.select(keep)
-    return results  # type: ignore[return-value]
+                yield int(paths.keys[row]), paths.hypothesis(row)
+            running = paths.running = running & ~done
+        n_running = int(running.sum())
+        room = waiting.capacity - n_running
+        joining = 0
+        if room >= max(multiple, waiting.capacity // 8, 1) or (n_running == 0 and room > 0):
+            joining = waiting.count_at_least(room)
+        if n_running == 0 and joining == 0:
+            return
+        if not any_done and joining == 0:
+            continue
+        keep = _sequences_to_keep(running, multiple, joining)
+        if keep is not None:
+            paths = paths.select(keep)
+        if joining:
+            paths = paths.append(waiting.take(joining))
 
 
 def best_continuations(log_probs: torch.Tensor, scores: torch.Tensor, n: int,
@@ -327,7 +489,8 @@ def sample(model, state, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
     indices still running and the token each drew, so text can be streamed as it comes.
     Returns one Hypothesis per sequence (log_prob under the unfiltered model).
     """
-    def draw(log_probs: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    def draw(log_probs: torch.Tensor, history: torch.Tensor,
+             lengths: torch.Tensor) -> torch.Tensor:
         logits = filter_logits(log_probs / temperature, top_k, top_p)
         if top_k == 1:
             return logits.argmax(-1)  # exact greedy, no draw
@@ -335,4 +498,6 @@ def sample(model, state, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
         return torch.multinomial(probs.cpu() if generator is not None else probs, 1,
                                  generator=generator).view(-1).to(log_probs.device)
 
-    return _extend_one_path(model, state, first_tokens, max_lengths, min_length, draw, on_step)
+    group = SearchGroup(list(range(first_tokens.size(0))), state, first_tokens, max_lengths)
+    found = dict(_extend_paths(model, [group], min_length, draw, on_step))
+    return [found[i] for i in group.keys]

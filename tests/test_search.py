@@ -236,6 +236,77 @@ def test_searches_drop_finished_sequences_in_groups_only_under_cpu_autocast():
     assert search._sequences_to_keep(running, 1).tolist() == [0, 2, 5]
     assert search._sequences_to_keep(running, 4).tolist() == [0, 2, 5, 1]
     assert search._sequences_to_keep(running, 8) is None  # 8 rows would not be fewer
+    # with 2 sequences about to join, 3 running + 1 filler + 2 joining make 6 rows
+    assert search._sequences_to_keep(running, 3, joining=2).tolist() == [0, 2, 5, 1]
+
+
+def counting_steps(model):
+    """Wrap ``model.decode_step`` to record the row count of every step."""
+    rows = []
+    decode_step = model.decode_step
+
+    def step(tokens, state):
+        rows.append(tokens.numel())
+        return decode_step(tokens, state)
+
+    model.decode_step = step
+    return rows
+
+
+@pytest.mark.parametrize("cell,attention", [("gru", "bahdanau"), ("lstm", "luong")])
+@pytest.mark.parametrize("options", [{}, {"no_repeat_ngram": 2, "min_length": 3},
+                                     {"drop_multiple": 4}])
+def test_continuous_batching_equals_searching_each_group_alone(cell, attention, options):
+    """Streamed groups (different sizes and source lengths) give every sequence the same
+    hypothesis and score as searching its group alone, in fewer, fuller steps: sequences of
+    later groups take the rows of finished ones, and a group is only encoded when needed."""
+    model = peaked_model(seed=7, cell=cell, attention=attention)
+    groups = []
+    for i, (n, seed) in enumerate([(6, 20), (9, 21), (3, 22), (7, 23)]):
+        src, lengths = sources(n=n, seed=seed)
+        groups.append((list(range(100 * i, 100 * i + n)), src, lengths,
+                       max_output_lengths(lengths, 2.0, 3)))
+    step_rows = counting_steps(model)
+    alone = {}
+    for keys, src, lengths, limits in groups:
+        alone.update(zip(keys, greedy_search(model, src, lengths, limits, **options)))
+
+    pulled = []
+
+    def stream():
+        for keys, src, lengths, limits in groups:
+            pulled.append(keys[0])
+            yield search.SearchGroup(keys, model.encode(src, lengths),
+                                     start_tokens(len(keys)), limits)
+
+    steps_alone = len(step_rows)
+    step_rows.clear()
+    found, pulled_at_first = {}, None
+    for key, hyp in search.greedy_search_stream(model, stream(), **options):
+        pulled_at_first = len(pulled) if pulled_at_first is None else pulled_at_first
+        found[key] = hyp
+    assert found.keys() == alone.keys()
+    for key, hyp in alone.items():
+        assert found[key].tokens == hyp.tokens
+        assert found[key].log_prob == pytest.approx(hyp.log_prob, abs=1e-5)
+    assert len({len(h.tokens) for h in alone.values()}) > 1  # ends vary
+    assert len(step_rows) < steps_alone
+    assert max(step_rows) <= 9 + options.get("drop_multiple", 1) - 1
+    assert pulled_at_first <= 2
+
+
+def test_a_joining_state_pads_the_shorter_source():
+    model = peaked_model()
+    short, long = sources(n=2, seed=5), sources(n=3, seed=6)
+    a, b = model.encode(*short), model.encode(*long)
+    assert a.mask.size(1) != b.mask.size(1)
+    joined = a.append(b)
+    width = max(a.mask.size(1), b.mask.size(1))
+    assert joined.memory.shape[:2] == joined.keys.shape[:2] == joined.mask.shape == (5, width)
+    assert joined.hidden.size(1) == 5
+    assert joined.mask.sum().item() == a.mask.sum().item() + b.mask.sum().item()
+    padded = ~joined.mask
+    assert (joined.memory[padded] == 0).all()
 
 
 def test_length_limits():
@@ -270,6 +341,17 @@ def test_block_repeated_ngrams_unit():
     block_repeated_ngrams(log_probs, history, 2)  # "5 6" was seen, so 6 may not follow 5
     assert log_probs[0, 6] == float("-inf")
     assert torch.isfinite(log_probs[0, [0, 1, 2, 3, 4, 5, 7, 8, 9]]).all()
+
+
+def test_block_repeated_ngrams_skips_the_padding_of_rows_that_joined_late():
+    """Rows of a continuous batch are right-aligned and left-padded with -1. A row with fewer
+    tokens than n has nothing to block, even though its padding-only prefix matches
+    padding-only windows (which would block token -1: the last of the vocabulary)."""
+    history = torch.tensor([[5, 6, 7, 5], [-1, -1, -1, 5], [-1, -1, -1, -1], [-1, 5, 6, 5]])
+    log_probs = torch.zeros(4, 10)
+    block_repeated_ngrams(log_probs, history, 2, lengths=torch.tensor([4, 1, 0, 3]))
+    blocked = (log_probs == float("-inf")).nonzero().tolist()
+    assert blocked == [[0, 6], [3, 6]]
 
 
 def sample(model, src, lengths, limits, **options):

@@ -44,6 +44,23 @@ class DecoderState:
         return self._pick(index, [f.name for f in fields(self)
                                   if f.name not in self._SOURCE_SIDE])
 
+    def append(self, other: "DecoderState") -> "DecoderState":
+        """This state's rows, then ``other``'s: sequences joining a search under way. The
+        source side is padded to the longer of the two sources (padding is masked out)."""
+        source = max(self.mask.size(1), other.mask.size(1)) if self.mask is not None else 0
+        joined = {}
+        for name in [f.name for f in fields(self)]:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine is None:
+                continue
+            if name in ("hidden", "cell"):
+                joined[name] = torch.cat([mine, theirs], dim=1)
+            elif name in self._SOURCE_SIDE:
+                joined[name] = torch.cat([_pad_source(mine, source), _pad_source(theirs, source)])
+            else:
+                joined[name] = torch.cat([mine, theirs])
+        return replace(self, **joined)
+
     def _pick(self, index: torch.Tensor, names: list[str]) -> "DecoderState":
         picked = {}
         for name in names:
@@ -51,6 +68,14 @@ class DecoderState:
             if value is not None:
                 picked[name] = value.index_select(1 if name in ("hidden", "cell") else 0, index)
         return replace(self, **picked)
+
+
+def _pad_source(x: torch.Tensor, length: int) -> torch.Tensor:
+    """[B, S, ...] -> [B, length, ...], zeros (False for a mask) after position S."""
+    missing = length - x.size(1)
+    if missing == 0:
+        return x
+    return F.pad(x, (0, 0) * (x.dim() - 2) + (0, missing))
 
 
 class RecurrentDecoder(nn.Module):
