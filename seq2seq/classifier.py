@@ -17,7 +17,7 @@ import torch
 from .config import Config
 from .data.batching import IdColumn
 from .data.labeled import LabelVocabulary, encode_texts, make_classification_batch
-from .errors import UserError
+from .errors import UserError, require_text_list
 from .models.classification import ClassificationModel
 from .pretrained import load_tokenizers, open_run, weights_path
 from .runtime import select_device
@@ -82,6 +82,7 @@ class Classifier:
         Texts longer than data.max_length tokens are cut as in training (data.truncation);
         an empty text is classified from the empty sequence (just </s>).
         """
+        require_text_list(texts, "Classifier.probabilities")
         if batch_size < 1:
             raise UserError(f"batch size must be >= 1, got {batch_size}")
         data = self.config.data

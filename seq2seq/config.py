@@ -251,7 +251,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise UserError(f"{path}: expected a mapping of sections at the top level")
     for item in overrides or []:
         apply_override(raw, item)
-    return config_from_dict(raw, source=str(path))
+    source = str(path)
+    if overrides:  # a bad value may come from either: name both
+        source += " with " + " ".join(f"--set {item}" for item in overrides)
+    return config_from_dict(raw, source=source)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -401,6 +404,7 @@ def validate(config: Config, source: str = "config") -> None:
     _check(t.learning_rate > 0, source, "training.learning_rate must be > 0")
     _check(t.batch_size >= 1 or t.batch_tokens >= 1, source,
            "training.batch_size or training.batch_tokens must be >= 1")
+    _check(t.batch_tokens >= 0, source, "training.batch_tokens must be >= 0 (0: use batch_size)")
     _check(0.0 <= t.label_smoothing < 1.0, source, "training.label_smoothing must be in [0, 1)")
     _check(0.0 <= t.teacher_forcing <= 1.0, source, "training.teacher_forcing must be in [0, 1]")
     _check(0.0 <= t.teacher_forcing_min <= 1.0, source,
@@ -419,6 +423,7 @@ def validate(config: Config, source: str = "config") -> None:
            "decoding.n_best must be between 1 and decoding.beam_size")
     _check(dec.max_length_ratio > 0, source, "decoding.max_length_ratio must be > 0")
     _check(dec.batch_size >= 1, source, "decoding.batch_size must be >= 1")
+    _check(dec.batch_tokens >= 0, source, "decoding.batch_tokens must be >= 0 (0: use batch_size)")
     gen = config.generation
     _check(gen.max_tokens >= 1, source, "generation.max_tokens must be >= 1")
     _check(gen.temperature > 0, source, "generation.temperature must be > 0")

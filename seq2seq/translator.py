@@ -16,7 +16,7 @@ import torch
 
 from .config import Config, DecodingConfig, config_from_dict
 from .data.batching import BucketBatchSampler, IdColumn, make_translation_batch
-from .errors import UserError
+from .errors import UserError, require_text_list
 from .models.translation import TranslationModel
 from .pretrained import load_tokenizers, open_run, weights_path
 from .runtime import mixed_precision, select_device
@@ -107,8 +107,10 @@ class Translator:
         max_length_ratio, max_length_extra, min_length, no_repeat_ngram, batch_size, amp
         (mixed precision: bfloat16 on CPU, float16 on CUDA).
         With ``n_best`` set, returns per sentence a list of Translation (best first);
-        otherwise one string per sentence. Empty sentences translate to "".
+        otherwise one string per sentence. Empty sentences translate to "" (with ``n_best``,
+        n_best times, so every sentence has as many entries).
         """
+        require_text_list(sentences, "Translator.translate")
         decoding = self.decoding_config(beam_size=beam_size, n_best=n_best, **decoding_options)
         limit = self.config.data.max_src_length - 1
         encoded = self.src_tokenizer.encode_batch(list(sentences))
@@ -119,7 +121,7 @@ class Translator:
         by_row = dict(zip(non_empty.tolist(), found))
         results = []
         for i in range(len(sentences)):
-            hyps = by_row.get(i, [Hypothesis([], 0.0, 0.0)])
+            hyps = by_row.get(i, [Hypothesis([], 0.0, 0.0)] * decoding.n_best)
             results.append([Translation(self.trg_tokenizer.decode(h.tokens), h.score, h.log_prob)
                             for h in hyps])
         if n_best is None:

@@ -92,12 +92,23 @@ def test_translate_arguments_file_and_stdin_agree(trained, tmp_path):
 
 
 def test_translate_n_best_prints_index_score_text(trained):
-    result = run_cli("translate", trained, "--beam-size", "3", "--n-best", "3", "1 2", "3")
+    result = run_cli("translate", trained, "--beam-size", "3", "--n-best", "3", "1 2", "", "3")
     assert result.exit_code == 0, result.output
     rows = [line.split("\t") for line in result.stdout.splitlines()]
-    assert [r[0] for r in rows] == ["0", "0", "0", "1", "1", "1"]
+    # n rows for every input line, the empty one included (as n empty translations)
+    assert [r[0] for r in rows] == ["0", "0", "0", "1", "1", "1", "2", "2", "2"]
+    assert [r[2] for r in rows[3:6]] == ["", "", ""]
     scores = [float(r[1]) for r in rows[:3]]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_translate_api_refuses_a_plain_string(trained):
+    from seq2seq import Translator
+
+    translator = Translator.from_pretrained(trained, device="cpu")
+    with pytest.raises(TypeError, match=r"\[text\]"):
+        translator.translate("1 2 3")  # would otherwise be 5 one-character sentences
+    assert len(translator.translate(["1 2 3"])) == 1
 
 
 def test_overlong_sentences_are_truncated_and_counted(trained):
@@ -202,7 +213,9 @@ def test_missing_data_file_and_missing_config(tmp_path):
     ("model.encoder.celll=gru", ["model.encoder.celll", "valid:"]),
     ("model.decoder.attention=transformer", ["model.decoder.attention", "bahdanau"]),
     ("training.learning_rate=-1", ["training.learning_rate"]),
-    ("training.batch_size=many", ["training.batch_size", "integer"]),
+    ("training.batch_size=many", ["training.batch_size", "integer",
+                                  "with --set training.batch_size=many"]),
+    ("training.batch_tokens=-5", ["training.batch_tokens", ">= 0"]),
 ])
 def test_bad_config_values(tmp_path, override, words):
     config = tiny_config(tmp_path)
@@ -267,6 +280,26 @@ def test_resume_with_a_changed_model_config(tmp_path):
     assert (run / "checkpoints" / "step_00000018").is_dir()
 
 
+def test_resume_without_a_config_uses_the_runs_own(tmp_path):
+    """A run trained with overrides resumes from its run directory alone; the CONFIG it was
+    started from would undo them (and is refused, as a changed model)."""
+    config = tiny_config(tmp_path)
+    run = tmp_path / "run"
+    assert run_cli("train", config, "--run-dir", run, "-q", "--set", "training.max_steps=12",
+                   "--set", "model.decoder.attention=luong").exit_code == 0
+    assert_user_error(run_cli("train", config, "--run-dir", run, "--resume"),
+                      "model.decoder.attention differs", "leave CONFIG out")
+    result = run_cli("train", "--run-dir", run, "--resume", "-q", "--set",
+                     "training.max_steps=18")
+    assert result.exit_code == 0, result.output
+    assert (run / "checkpoints" / "step_00000018").is_dir()
+    assert "attention: luong" in (run / "config.yaml").read_text()
+    assert_user_error(run_cli("train", "--resume"), "--run-dir")
+    assert_user_error(run_cli("train", "--run-dir", run), "CONFIG")
+    assert_user_error(run_cli("train", "--resume", "--run-dir", tmp_path / "none"),
+                      "no training run")
+
+
 def test_existing_run_is_not_overwritten_by_accident(trained, tmp_path):
     config = tiny_config(tmp_path)
     assert_user_error(run_cli("train", config, "--run-dir", trained), "--resume", "--overwrite")
@@ -282,6 +315,9 @@ def test_bad_decoding_options_and_inputs(trained, tmp_path):
     assert_user_error(run_cli("translate", trained, "--input", bad), "bad.txt line 2", "UTF-8")
     assert_user_error(run_cli("translate", trained, "--input", tmp_path / "none.txt"),
                       "file not found")
+    assert_user_error(run_cli("translate", trained, "--input", bad, "1 2"), "both", "bad.txt")
+    assert_user_error(run_cli("translate", trained, "--batch-tokens", "-5", "1"),
+                      "decoding.batch_tokens")
     src, ref = tmp_path / "a.src", tmp_path / "a.ref"
     src.write_text("1\n2\n", encoding="utf-8")
     ref.write_text("1\n", encoding="utf-8")

@@ -177,6 +177,14 @@ def test_missing_file(tmp_path):
     assert _error(tmp_path, TextSource(path), ("src", "trg")) == f"data file not found: {path}"
 
 
+def test_a_missing_relative_path_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """A run's config keeps its data paths as written, relative to where it was trained."""
+    monkeypatch.chdir(tmp_path)
+    message = _error(tmp_path, TextSource("data/nope.tsv"), ("src", "trg"))
+    assert message == ("data file not found: data/nope.tsv (relative to the current "
+                       f"directory, {os.getcwd()})")
+
+
 def test_missing_side_file_of_text_pair(tmp_path):
     _write(tmp_path / "train.de", "a\n")
     message = _error(tmp_path, TextSource(str(tmp_path / "train"), langs=("de", "en")), ("src", "trg"))

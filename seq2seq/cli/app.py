@@ -70,6 +70,9 @@ def read_stdin() -> list[str]:
 
 def read_inputs(arguments: list[str] | None, input_file: Path | None) -> list[str]:
     """The texts to process: command-line arguments, else a file, else standard input."""
+    if arguments and input_file is not None:
+        raise UserError(f"texts given both as arguments and with --input {input_file}: "
+                        "give one or the other")
     if arguments:
         return list(arguments)
     if input_file is not None:

@@ -22,7 +22,8 @@ COMPATIBLE_DATA_KEYS = ("src", "trg", "max_src_length", "max_trg_length", "text"
 @app.command()
 @user_errors
 def train(
-    config_path: Path = typer.Argument(..., metavar="CONFIG", help="Experiment YAML file."),
+    config_path: Optional[Path] = typer.Argument(
+        None, metavar="[CONFIG]", help="Experiment YAML file [with --resume: the run's own]."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", "-o",
                                            help="Where the run is written [runs/<name>]."),
     overrides: list[str] = typer.Option([], "--set", "-s", help="Override: section.key=value."),
@@ -37,6 +38,15 @@ def train(
     from ..training.checkpoint import RunDirectory
     from ..training.trainer import Trainer
 
+    if config_path is None:
+        if not resume:
+            raise UserError("give a CONFIG file to train (or --resume --run-dir RUN to continue "
+                            "a run with its own config)")
+        if run_dir is None:
+            raise UserError("--resume without a CONFIG needs --run-dir RUN: the run to continue")
+        config_path = RunDirectory(run_dir).config_path
+        if not config_path.is_file():
+            raise UserError(f"{run_dir}: no training run to resume (no config.yaml)")
     config = load_config(config_path, overrides)
     if device:
         config.training.device = device
@@ -103,8 +113,10 @@ def check_resumable(run, config: Config) -> None:
         changed.append("task")
     changed += [f"data.{key}" for key in COMPATIBLE_DATA_KEYS if saved["data"][key] != new["data"][key]]
     if changed:
-        raise UserError(f"--resume with a changed config: {', '.join(changed)} differ from "
-                        f"{run.config_path}; start a new run (--run-dir) to change them")
+        verb = "differs" if len(changed) == 1 else "differ"
+        raise UserError(f"--resume with a changed config: {', '.join(changed)} {verb} from "
+                        f"{run.config_path}; leave CONFIG out to resume with the run's own, "
+                        "or start a new run (--run-dir) to change them")
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -237,7 +237,8 @@ def _text_paths(source: TextSource, columns: tuple[str, ...]) -> tuple[str, ...]
 def _require_file(path: str) -> None:
     """Raise the standard message when a data file is missing."""
     if not os.path.isfile(path):
-        raise UserError(f"data file not found: {path}")
+        where = "" if os.path.isabs(path) else f" (relative to the current directory, {os.getcwd()})"
+        raise UserError(f"data file not found: {path}{where}")
 
 
 def _file_stamp(path: str) -> tuple[int, int, int]:
