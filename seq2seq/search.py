@@ -143,10 +143,8 @@ def greedy_search(model, state, first_tokens: torch.Tensor, max_lengths: torch.T
     Returns:
         one Hypothesis per sequence, in input order.
     """
-    group = SearchGroup(list(range(first_tokens.size(0))), state, first_tokens, max_lengths)
-    found = dict(greedy_search_stream(model, [group], min_length, no_repeat_ngram,
-                                      drop_multiple))
-    return [found[i] for i in group.keys]
+    return _search_one_group(model, state, first_tokens, max_lengths, min_length,
+                             _most_probable(no_repeat_ngram), drop_multiple=drop_multiple)
 
 
 def greedy_search_stream(model, groups: Iterable[SearchGroup], min_length: int = 0,
@@ -162,12 +160,26 @@ def greedy_search_stream(model, groups: Iterable[SearchGroup], min_length: int =
 
     Yields (key, Hypothesis) as sequences finish, not in input order.
     """
-    def most_probable(log_probs: torch.Tensor, history: torch.Tensor,
-                      lengths: torch.Tensor) -> torch.Tensor:
+    return _extend_paths(model, groups, min_length, _most_probable(no_repeat_ngram),
+                         drop_multiple=drop_multiple)
+
+
+def _most_probable(no_repeat_ngram: int):
+    """Greedy search's ``pick``: the best token not blocked by ``no_repeat_ngram``."""
+    def pick(log_probs: torch.Tensor, history: torch.Tensor,
+             lengths: torch.Tensor) -> torch.Tensor:
         block_repeated_ngrams(log_probs, history, no_repeat_ngram, lengths)
         return log_probs.max(dim=-1).indices
+    return pick
 
-    return _extend_paths(model, groups, min_length, most_probable, drop_multiple=drop_multiple)
+
+def _search_one_group(model, state, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
+                      min_length: int, pick, on_step=None,
+                      drop_multiple: int | None = None) -> list[Hypothesis]:
+    """``_extend_paths`` over the B rows of one state -> B hypotheses in row order."""
+    group = SearchGroup(list(range(first_tokens.size(0))), state, first_tokens, max_lengths)
+    found = dict(_extend_paths(model, [group], min_length, pick, on_step, drop_multiple))
+    return [found[i] for i in group.keys]
 
 
 @dataclass
@@ -498,6 +510,4 @@ def sample(model, state, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
         return torch.multinomial(probs.cpu() if generator is not None else probs, 1,
                                  generator=generator).view(-1).to(log_probs.device)
 
-    group = SearchGroup(list(range(first_tokens.size(0))), state, first_tokens, max_lengths)
-    found = dict(_extend_paths(model, [group], min_length, draw, on_step))
-    return [found[i] for i in group.keys]
+    return _search_one_group(model, state, first_tokens, max_lengths, min_length, draw, on_step)
