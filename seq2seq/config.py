@@ -10,6 +10,7 @@ Command-line overrides (``--set model.encoder.hidden_size=512``) go through the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -167,6 +168,7 @@ class TrainingConfig:
     validate_every: int = 500  # steps; 0 = once per epoch
     checkpoint_every: int = 0  # steps; 0 = at every validation
     log_every: int = 100
+    max_nonfinite_updates: int = 5  # a non-finite loss/gradient skips the update; stop after this many in a row
     early_stopping_metric: Literal["auto", "loss", "ppl", "bpc", "bleu", "chrf", "accuracy",
                                    "macro_f1"] = "auto"  # auto: bleu | accuracy | ppl by task
     patience: int = 0  # stop after this many validations without improvement (0 = never)
@@ -333,13 +335,18 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise UserError(f"{source}: {key} = {value!r} should be a finite number")
+            return number
     elif hint is str:
         if isinstance(value, str):
             return value
@@ -402,6 +409,19 @@ def validate(config: Config, source: str = "config") -> None:
            f"training.early_stopping_metric = {t.early_stopping_metric!r} is not computed for "
            f"task {config.task} (choices: auto, {', '.join(metrics)})")
     _check(t.learning_rate > 0, source, "training.learning_rate must be > 0")
+    _check(t.weight_decay >= 0, source, "training.weight_decay must be >= 0")
+    _check(0 <= t.momentum < 1, source, "training.momentum must be in [0, 1)")
+    _check(all(0 <= b < 1 for b in t.adam_betas), source,
+           "training.adam_betas must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+    _check(t.warmup_steps >= 0, source, "training.warmup_steps must be >= 0")
+    _check(0 < t.decay_factor <= 1, source, "training.decay_factor must be in (0, 1]")
+    _check(t.scheduler_patience >= 0, source, "training.scheduler_patience must be >= 0")
+    _check(t.min_learning_rate >= 0, source, "training.min_learning_rate must be >= 0")
+    for key in ("max_steps", "max_minutes", "patience", "validate_every", "checkpoint_every",
+                "average_best", "num_threads", "teacher_forcing_decay_steps"):
+        _check(getattr(t, key) >= 0, source, f"training.{key} must be >= 0 (0 = off)")
+    _check(t.max_nonfinite_updates >= 1, source, "training.max_nonfinite_updates must be >= 1")
+    _check(0 <= t.seed < 2**32, source, "training.seed must be in [0, 2^32)")
     _check(t.batch_size >= 1 or t.batch_tokens >= 1, source,
            "training.batch_size or training.batch_tokens must be >= 1")
     _check(t.batch_tokens >= 0, source, "training.batch_tokens must be >= 0 (0: use batch_size)")
@@ -422,6 +442,9 @@ def validate(config: Config, source: str = "config") -> None:
     _check(1 <= dec.n_best <= dec.beam_size, source,
            "decoding.n_best must be between 1 and decoding.beam_size")
     _check(dec.max_length_ratio > 0, source, "decoding.max_length_ratio must be > 0")
+    _check(dec.length_penalty >= 0, source, "decoding.length_penalty must be >= 0 (0 = none)")
+    for key in ("max_length_extra", "min_length", "no_repeat_ngram"):
+        _check(getattr(dec, key) >= 0, source, f"decoding.{key} must be >= 0")
     _check(dec.batch_size >= 1, source, "decoding.batch_size must be >= 1")
     _check(dec.batch_tokens >= 0, source, "decoding.batch_tokens must be >= 0 (0: use batch_size)")
     gen = config.generation
@@ -431,10 +454,24 @@ def validate(config: Config, source: str = "config") -> None:
     _check(gen.top_k >= 0, source, "generation.top_k must be >= 0 (0 = off)")
     _check(gen.beam_size >= 1 and gen.num_samples >= 1, source,
            "generation.beam_size and generation.num_samples must be >= 1")
+    _check(d.dev_max_sentences >= 0, source, "data.dev_max_sentences must be >= 0 (0 = all)")
+    _check(config.tokenizer.min_freq >= 1, source, "tokenizer.min_freq must be >= 1")
+    _check(config.tokenizer.max_sentences >= 1, source, "tokenizer.max_sentences must be >= 1")
+    tokenizers = sacrebleu_tokenizers()
+    _check(config.evaluation.tokenize in tokenizers, source,
+           f"evaluation.tokenize = {config.evaluation.tokenize!r} is not a sacrebleu tokenizer "
+           f"(choices: {', '.join(tokenizers)})")
     valid_metrics = {"bleu", "chrf", "ter"}
     for name in config.evaluation.metrics:
         _check(name in valid_metrics, source,
                f"evaluation.metrics: {name!r} is not valid (choices: bleu, chrf, ter)")
+
+
+def sacrebleu_tokenizers() -> tuple[str, ...]:
+    """The names sacrebleu's BLEU accepts for ``tokenize`` (13a, intl, zh, char, ...)."""
+    from sacrebleu import BLEU
+
+    return tuple(BLEU.TOKENIZERS)
 
 
 def _validate_translation(config: Config, source: str) -> None:

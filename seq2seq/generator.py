@@ -166,11 +166,15 @@ class Generator:
         options = self.generation_options(
             max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
             greedy=greedy, beam_size=beam_size, num_samples=num_samples)
+        if seed is not None and not 0 <= seed < 2**64:
+            raise UserError(f"seed (--seed) must be in [0, 2^64), got {seed}")
         condition_tensor = self._condition(condition)
         context = [self.start] + self._encode_prompt(prompt)
         beam = not options.greedy and options.beam_size > 1
         copies = 1 if beam else options.num_samples
-        state, first = self._prime(context, condition_tensor, copies)
+        primed, first = self._prime(context, condition_tensor)
+        rows = torch.zeros(copies, dtype=torch.long, device=self.device)
+        state, first = primed.select(rows), first.expand(copies).contiguous()
         limits = torch.full((copies,), options.max_tokens + 1, dtype=torch.long)  # + </s>
         if beam:
             hypotheses = beam_search(self.searched, state, first, limits, options.beam_size,
@@ -188,7 +192,7 @@ class Generator:
             hypotheses = sample(self.searched, state, first, limits, options.temperature,
                                 1 if options.greedy else options.top_k, options.top_p,
                                 generator=generator, on_step=stream)
-        results = self._results(prompt, context, condition_tensor, hypotheses, options.max_tokens)
+        results = self._results(prompt, context, primed, hypotheses, options.max_tokens)
         for result in results:
             result.seed = None if beam else seed
         return results
@@ -241,21 +245,20 @@ class Generator:
         return ids
 
     @torch.no_grad()
-    def _prime(self, context: list[int], condition: torch.Tensor | None,
-               copies: int) -> tuple[LMState, torch.Tensor]:
-        """Read the context but its last token -> (state, the last token), ``copies`` times."""
+    def _prime(self, context: list[int], condition: torch.Tensor | None
+               ) -> tuple[LMState, torch.Tensor]:
+        """Read the context but its last token -> (the state after it [1 row], the last token)."""
         ids = torch.tensor([context], dtype=torch.long, device=self.device)
         state = self.model.initial_state(1, condition, self.device)
         if len(context) > 1:
             _, state = self.model(ids[:, :-1], state)
-        rows = torch.zeros(copies, dtype=torch.long, device=self.device)
-        return state.select(rows), ids[0, -1:].expand(copies).contiguous()
+        return state, ids[0, -1:]
 
-    def _results(self, prompt: str, context: list[int], condition: torch.Tensor | None,
+    def _results(self, prompt: str, context: list[int], primed: LMState,
                  hypotheses: list[Hypothesis], max_tokens: int) -> list[Generation]:
         finished = [len(h.tokens) < max_tokens for h in hypotheses]
         sequences = [h.tokens + ([EOS_ID] if done else []) for h, done in zip(hypotheses, finished)]
-        log_probs = self._log_probs(context, condition, sequences)
+        log_probs = self._log_probs(context[-1], primed, sequences)
         results = []
         for h, done, log_prob in zip(hypotheses, finished, log_probs):
             continuation = self._continuation(context, h.tokens)
@@ -270,22 +273,19 @@ class Generator:
         return full[len(base):] if full.startswith(base) else self.tokenizer.decode(tokens)
 
     @torch.no_grad()
-    def _log_probs(self, context: list[int], condition: torch.Tensor | None,
-                   sequences: list[list[int]]) -> list[float]:
-        """Model log-probability of each generated sequence after the context, in one pass.
-
-        (The searches' own sums would include the </s> they force at max_tokens.)
-        """
-        width = len(context) + max(len(s) for s in sequences)
-        inputs = torch.full((len(sequences), width - 1), PAD_ID, dtype=torch.long)
+    def _log_probs(self, last: int, primed: LMState, sequences: list[list[int]]) -> list[float]:
+        """Model log-probability of each generated sequence, read on from the primed state
+        (so the prompt's positions cost no logits). The searches' own sums would include the
+        </s> they force at max_tokens."""
+        width = max(len(s) for s in sequences)
+        inputs = torch.full((len(sequences), max(width, 1)), PAD_ID, dtype=torch.long)
         targets = torch.full_like(inputs, PAD_ID)
         for r, generated in enumerate(sequences):
-            row = torch.tensor(context + generated, dtype=torch.long)
-            inputs[r, : len(row) - 1] = row[:-1]
-            targets[r, len(context) - 1: len(row) - 1] = row[len(context):]
-        conditions = None if condition is None else condition.expand(
-            len(sequences), *condition.shape[1:])
-        features, _ = self.model(inputs.to(self.device), None, conditions)
+            row = torch.tensor([last] + generated, dtype=torch.long)
+            inputs[r, : len(generated)] = row[:-1]
+            targets[r, : len(generated)] = row[1:]
+        state = primed.select(torch.zeros(len(sequences), dtype=torch.long, device=self.device))
+        features, _ = self.model(inputs.to(self.device), state)
         log_probs = torch.log_softmax(self.model.logits(features).float(), dim=-1)
         targets = targets.to(self.device)
         picked = log_probs.gather(2, targets.unsqueeze(2)).squeeze(2)

@@ -51,6 +51,8 @@ def load_run_config(run: RunDirectory) -> Config:
         raw = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
     except yaml.YAMLError:
         raise UserError(f"{run.config_path}: not valid YAML") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{run.config_path}: not valid UTF-8") from None
     if not isinstance(raw, dict):
         raise UserError(f"{run.config_path}: expected a mapping of sections")
     for (*sections, key), value in KEYS_ADDED_LATER.items():

@@ -61,6 +61,12 @@ class Tokenizer(abc.ABC):
         self.lowercase = lowercase
 
     def _normalize(self, text: str) -> str:
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:  # a lone surrogate: bytes decoded with errors=surrogateescape
+                raise UserError(f"text {text[:40]!r} is not valid Unicode (lone surrogate "
+                                f"at character {err.start + 1})") from None
         return text.lower() if self.lowercase else text
 
     @property

@@ -19,7 +19,7 @@ from seq2seq.data.stream import StreamWindows, evaluation_layout
 from seq2seq.models.language_model import LanguageModel
 from seq2seq.search import greedy_search
 from seq2seq.tasks.language_model import LanguageModelTask
-from seq2seq.tokenizers import PAD_ID, train_tokenizer
+from seq2seq.tokenizers import EOS_ID, PAD_ID, train_tokenizer
 from seq2seq.training.checkpoint import RunDirectory
 from seq2seq.training.trainer import Trainer
 
@@ -201,7 +201,7 @@ def test_top_k_one_is_greedy_search(cell):
     assert sampled.text != greedy.text
     # ... and both equal the shared greedy_search run on the same primed state.
     context = [generator.start] + generator.tokenizer.encode("pack m")
-    state, first = generator._prime(context, None, 1)
+    state, first = generator._prime(context, None)
     found = greedy_search(generator.searched, state, first, torch.tensor([41]))[0]
     assert generator.tokenizer.decode(found.tokens) == greedy.continuation
 
@@ -221,7 +221,7 @@ def test_reported_log_prob_is_the_models(pangram_run):
     found = generator.generate("five", max_tokens=5, greedy=True)[0]
     assert found.continuation == " doze" and not found.finished
     context = [generator.start] + generator.tokenizer.encode("five")
-    state, token = generator._prime(context, None, 1)
+    state, token = generator._prime(context, None)
     expected = 0.0
     with torch.no_grad():
         for next_id in generator.tokenizer.encode(" doze"):
@@ -438,6 +438,42 @@ def test_cli_prompt_outside_the_vocabulary_falls_back_to_unknown(shakespeare_run
 ])
 def test_cli_generate_bad_options(shakespeare_run, option, value, words):
     assert_user_error(run_cli("generate", shakespeare_run, option, value), *words)
+
+
+def test_a_refused_generation_prints_nothing_on_stdout(shakespeare_run):
+    """The prompt is echoed with the first generated text, so an error comes alone."""
+    for args in (["--condition", "positive"], ["--seed", str(2**70)]):
+        result = run_cli("generate", shakespeare_run, "--prompt", "ROMEO:", *args)
+        assert_user_error(result, args[0])
+        assert result.stdout == ""
+
+
+def test_generation_scores_the_prompt_without_its_logits(pangram_run, monkeypatch):
+    """A long prompt costs one pass of the recurrent layers, not a [samples, prompt length,
+    vocabulary] tensor of logits (which grew memory with prompt length x samples)."""
+    generator = Generator.from_pretrained(pangram_run, device="cpu")
+    widths = []
+    real_logits = generator.model.logits
+
+    def recording(features):
+        widths.append(features.shape[1] if features.dim() == 3 else 1)
+        return real_logits(features)
+
+    monkeypatch.setattr(generator.model, "logits", recording)
+    prompt = PANGRAM * 20
+    results = generator.generate(prompt, max_tokens=6, num_samples=3, seed=1)
+    assert len(results) == 3 and max(widths) <= 7, widths
+    for result in results:  # the score is still the model's: read step by step after the prompt
+        context = [generator.start] + generator.tokenizer.encode(prompt)
+        state, token = generator._prime(context, None)
+        expected = 0.0
+        ids = generator.tokenizer.encode(result.continuation)
+        with torch.no_grad():
+            for next_id in ids + ([EOS_ID] if result.finished else []):
+                log_probs, state, _ = generator.model.decode_step(token, state)
+                expected += float(log_probs[0, next_id])
+                token = torch.tensor([next_id])
+        assert result.log_prob == pytest.approx(expected, abs=1e-3)
 
 
 def test_cli_bad_runs_and_files(shakespeare_run, tmp_path):

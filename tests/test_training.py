@@ -2,10 +2,6 @@
 
 import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +17,6 @@ from seq2seq.training.optim import LearningRateSchedule
 from seq2seq.training.trainer import Trainer
 from seq2seq.translator import Translator
 
-ROOT = Path(__file__).resolve().parents[1]
 QUIET = Console(stderr=True, quiet=True)
 
 
@@ -179,39 +174,6 @@ def test_learning_rate_schedules():
     exponential = LearningRateSchedule("exponential", 1.0, decay_factor=0.9)
     exponential.after_validation(0, True)
     assert exponential.lr_at(1) == pytest.approx(0.9)
-
-
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
-    """Kill -9 a training process right after a checkpoint; --resume ends where an
-    uninterrupted run ends."""
-    raw = reversal_config(tmp_path, max_len=5, max_steps=150, validate_every=0,
-                          checkpoint_every=10, max_epochs=5)
-    import yaml
-
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, str(ROOT / "cli.py"), "train", str(config_path), "-q"]
-    subprocess.run(command + ["--run-dir", str(tmp_path / "whole")], check=True, env=env,
-                   capture_output=True)
-    victim = subprocess.Popen(command + ["--run-dir", str(tmp_path / "killed")], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 120
-    while time.time() < deadline and victim.poll() is None:
-        if checkpoints.is_dir() and any(checkpoints.glob("step_*")):
-            break
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert any(checkpoints.glob("step_*")), "no checkpoint appeared before the kill"
-    resumed = subprocess.run(command + ["--run-dir", str(tmp_path / "killed"), "--resume"],
-                             env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    a = load_file(str(tmp_path / "whole/checkpoints/step_00000150/model.safetensors"))
-    b = load_file(str(tmp_path / "killed/checkpoints/step_00000150/model.safetensors"))
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
 
 
 def test_only_training_caps_the_bfloat16_kernel_cache(monkeypatch):

@@ -7,6 +7,7 @@ traceback; Ctrl-C exits with status 130 (training saves a checkpoint first).
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,14 @@ def user_errors(command):
         except KeyboardInterrupt:
             console.print("interrupted")
             raise typer.Exit(130) from None
+        except OSError as err:
+            if err.filename is None:  # not about a file the user named: a bug, keep its traceback
+                raise
+            # A file or folder the user named cannot be read or written (permissions, a full
+            # disk, a file where a folder should be): their machine, not our code, is at fault.
+            console.print(f"[red]error:[/red] {escape(str(err.filename))}: "
+                          f"{escape(err.strerror or type(err).__name__)}", highlight=False)
+            raise typer.Exit(2) from None
 
     return wrapper
 
@@ -59,10 +68,19 @@ def read_lines(path: Path) -> list[str]:
     return lines
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines split at "\\n" only (with a "\\r" before it dropped), so output line i answers
+    input line i: ``str.splitlines`` would also split at U+2028, U+0085, form feeds, ..."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    return [line.removesuffix("\r") for line in lines]
+
+
 def read_stdin() -> list[str]:
     data = sys.stdin.buffer.read()
     try:
-        return data.decode("utf-8").splitlines()
+        return split_lines(data.decode("utf-8"))
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise UserError(f"standard input line {line}: not valid UTF-8") from None
@@ -74,6 +92,11 @@ def read_inputs(arguments: list[str] | None, input_file: Path | None) -> list[st
         raise UserError(f"texts given both as arguments and with --input {input_file}: "
                         "give one or the other")
     if arguments:
+        for number, text in enumerate(arguments, start=1):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # bytes the terminal's encoding could not decode
+                raise UserError(f"text argument {number} is not valid UTF-8") from None
         return list(arguments)
     if input_file is not None:
         return read_lines(input_file)
@@ -81,12 +104,48 @@ def read_inputs(arguments: list[str] | None, input_file: Path | None) -> list[st
 
 
 def write_output(text: str, output: Path | None) -> None:
+    from ..files import atomic_write_text
+
     if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
+        atomic_write_text(output, text)
+
+
+def _writable_ancestor(path: Path, option: str) -> None:
+    """The nearest existing folder at or above ``path``'s parent must be a writable folder."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: cannot write in {parent} (permission denied)")
+
+
+def check_output_file(path: Path | None, option: str = "--output") -> None:
+    """Before any work: ``path`` can be written as a file."""
+    if path is None:
+        return
+    if str(path).endswith(("/", os.sep)) or path.is_dir():
+        raise UserError(f"{option} {path}: expected a file name, got a folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{option} {path}: the file is not writable")
+    _writable_ancestor(path, option)
+
+
+def check_output_dir(path: Path | None, option: str = "--output-dir") -> None:
+    """Before any work: ``path`` is a folder that can be created or written to."""
+    if path is None:
+        return
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"{option} {path}: is a file, not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UserError(f"{option} {path}: cannot write in this folder (permission denied)")
+        return
+    _writable_ancestor(path, option)
 
 
 @dataclass

@@ -11,8 +11,8 @@ import numpy as np
 import typer
 
 from ..errors import UserError
-from .app import (DEVICE_HELP, EvaluateRequest, app, console, finish_diagnosis, read_inputs,
-                  user_errors, write_output)
+from .app import (DEVICE_HELP, EvaluateRequest, app, check_output_file, console,
+                  finish_diagnosis, read_inputs, user_errors, write_output)
 
 FORMATS = ("tsv", "jsonl")
 
@@ -43,6 +43,7 @@ def classify(
         raise UserError(f"--top-k must be >= 1, got {top_k}")
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    check_output_file(output)
     configure_threads(0)
     lines = read_inputs(texts, input_file)
     classifier = Classifier.from_pretrained(run_dir, device=device, weights=checkpoint)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
-from .app import DEVICE_HELP, EvaluateRequest, app, user_errors
+from .app import DEVICE_HELP, EvaluateRequest, app, check_output_dir, user_errors
 
 SPLITS = ("train", "dev", "test")
 
@@ -95,6 +95,7 @@ def diagnose(
     task = run_task(run_dir)
     request = EvaluateRequest(run_dir=run_dir, data=data, split="dev", device=device,
                               output_dir=output or run_dir / "diagnose")
+    check_output_dir(request.out_dir(), "--output")
     if task == "translation":
         from .translate import diagnose_translation as diagnose_run
     elif task == "classification":
@@ -111,6 +112,14 @@ def run_evaluation(request: EvaluateRequest) -> dict:
 
     if request.split not in SPLITS:
         raise UserError(f"--split {request.split!r} is not valid (choices: {', '.join(SPLITS)})")
+    if request.batch_size is not None and request.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {request.batch_size}")
+    if request.beam_size is not None and request.beam_size < 1:
+        raise UserError(f"--beam-size must be >= 1, got {request.beam_size}")
+    if request.length_penalty is not None and not request.length_penalty >= 0:
+        raise UserError(f"--length-penalty must be a number >= 0, got {request.length_penalty}")
+    check_output_dir(request.out_dir())
+    check_output_dir(request.report, "--report")
     configure_threads(0)
     run_dir, src, ref = request.run_dir, request.src, request.ref
     task = run_task(run_dir)

@@ -65,11 +65,12 @@ def generate(
     one_stream = chosen.greedy or (chosen.num_samples == 1 and chosen.beam_size == 1)
     configure_threads(threads or (1 if one_stream else 0))
     streaming = output_format == "text" and chosen.num_samples == 1
-    if streaming:
-        sys.stdout.write(prompt)
-        sys.stdout.flush()
+    started = []  # the prompt is printed with the first token: after every check has passed
 
     def on_token(sample: int, text: str) -> None:
+        if not started:
+            sys.stdout.write(prompt)
+            started.append(True)
         sys.stdout.write(text)
         sys.stdout.flush()
 
@@ -80,7 +81,7 @@ def generate(
     for message in dict.fromkeys(str(w.message) for w in caught):  # each once
         console.print(f"note: {message}", markup=False, highlight=False)
     if streaming:
-        sys.stdout.write("\n")
+        sys.stdout.write(("" if started else prompt) + "\n")
     elif output_format == "text":
         sys.stdout.write(f"\n{SAMPLE_SEPARATOR}\n".join(r.text for r in results) + "\n")
     else:
@@ -136,14 +137,20 @@ def _held_out(request: EvaluateRequest, generator):
 
     data = generator.config.data
     if request.data is not None:
-        return load_texts(data, str(request.data)), [request.data]
+        texts = load_texts(data, str(request.data))
+        if len(texts) == 0 or not any(t.strip() for t in texts.texts["text"]):
+            raise UserError(f"{request.data}: no text to evaluate")
+        return texts, [request.data]
     split = request.split
     if split == "test" and not data.test:
         split = "dev"  # e.g. tiny Shakespeare: its only held-out text is the dev part
         console.print("note: data.test is not set in the run's config; evaluating on the "
                       "dev split (or give --data FILE)")
     path = getattr(data, split) or data.train  # a dev split may be the tail of train
-    return load_split(data, split), [Path(path)]
+    texts = load_split(data, split)
+    if len(texts) == 0:
+        raise UserError(f"{texts.where}: no text to evaluate")
+    return texts, [Path(path)]
 
 
 def diagnose_language_model(request: EvaluateRequest) -> dict:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -13,10 +15,20 @@ from ..config import Config, dump_config, load_config
 from ..errors import UserError
 from .app import DEVICE_HELP, app, console, user_errors
 
-# Settings a resumed run must keep: they fix what the saved weights and tokenizers mean.
-COMPATIBLE_SECTIONS = ("tokenizer", "model")
-COMPATIBLE_DATA_KEYS = ("src", "trg", "max_src_length", "max_trg_length", "text", "label",
-                        "condition", "max_length", "truncation", "lm_mode", "bptt")
+if TYPE_CHECKING:
+    from ..runtime import ProcessInfo
+    from ..training.checkpoint import RunDirectory
+
+# What --resume may change: when and how long to train, what to keep, where to run. Everything
+# else fixes what the saved weights, tokenizers, optimizer state and schedule mean, or the
+# path training takes from here; changing it would silently train something else.
+RESUMABLE_TRAINING_KEYS = ("max_epochs", "max_steps", "max_minutes", "patience",
+                           "validate_every", "checkpoint_every", "log_every", "keep_best",
+                           "keep_last", "average_best", "device", "amp", "cpu_amp",
+                           "num_threads", "max_nonfinite_updates")
+RESUMABLE_DATA_KEYS = ("train", "dev", "test", "format", "header", "hub_name", "hub_config",
+                       "dev_max_sentences")  # the files may move; what is read from them may not
+RESUMABLE_SECTIONS = ("decoding", "generation", "evaluation")  # validation and inference only
 
 
 @app.command()
@@ -28,7 +40,8 @@ def train(
                                            help="Where the run is written [runs/<name>]."),
     overrides: list[str] = typer.Option([], "--set", "-s", help="Override: section.key=value."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run first."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run (it is "
+                                   "deleted only once the new one is set up)."),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -36,7 +49,7 @@ def train(
     from ..files import atomic_write_text
     from ..runtime import ProcessInfo, configure_threads, seed_everything, select_device
     from ..training.checkpoint import RunDirectory
-    from ..training.trainer import Trainer
+    from ..training.trainer import Trainer, TrainingInterrupted
 
     if config_path is None:
         if not resume:
@@ -52,43 +65,97 @@ def train(
         config.training.device = device
     run = RunDirectory(run_dir or Path("runs") / config.name)
     process = ProcessInfo.from_environment()
+    torch_device = select_device(config.training.device)
+    with contextlib.ExitStack() as locks:  # released when the command ends, in any way
+        target, created = prepare_run_directory(run, resume, overwrite, process, locks)
+        threads = configure_threads(config.training.num_threads)
+        seed_everything(config.training.seed)
+        console.print(f"seq2seq {__version__}: {config.task} '{config.name}' -> {run.path} "
+                      f"on {torch_device} ({threads} threads)")
+        if resume:
+            check_resumable(run, config)
+        try:
+            task = build_task(config, target, resume, torch_device, process)
+            if not resume and process.is_main:
+                atomic_write_text(target.config_path, dump_config(config))
+                if config.task == "translation":
+                    write_signature(target, config)
+                target.write_run_info(config.task, __version__)  # last: marks the run as valid
+        except BaseException:
+            if created and not resume:  # never leave a half-made run directory behind
+                shutil.rmtree(target.path, ignore_errors=True)
+            raise
+        if target is not run:  # everything checked and built: now the old run goes
+            replace_run(run, target)
+        if resume:
+            atomic_write_text(run.config_path, dump_config(config))
+        params = sum(p.numel() for p in task.model.parameters())
+        console.print(f"model: {params:,} parameters")
+        trainer = Trainer(task, config.training, run, torch_device, console, process,
+                          show_progress=not quiet)
+        if resume:
+            trainer.resume()
+        try:
+            state = trainer.train()
+        except TrainingInterrupted as stop:
+            raise typer.Exit(128 + stop.signum) from None
+    best = "none (no finite score)" if state.best_score is None else f"{state.best_score:.2f}"
+    console.print(f"done: {state.step} steps, best {config.training.early_stopping_metric} "
+                  f"{best} at step {state.best_step}; model: {run.model_path}")
+
+
+def prepare_run_directory(run: RunDirectory, resume: bool, overwrite: bool,
+                          process: ProcessInfo, locks: contextlib.ExitStack
+                          ) -> tuple[RunDirectory, bool]:
+    """Check ``run`` may be written, lock it, and return where the run is to be built (and
+    whether that directory is new): ``run`` itself, or (--overwrite) a new directory beside it
+    that replaces it once it is set up, so nothing of the old run is lost if the new one fails
+    to start. The run directory has one
+    writer: the lock is held until the command ends (the OS drops it even after kill -9), and
+    a new run's lock moves with its directory when it replaces the old one."""
+    target = run
     if resume:
         run.read_run_info()
-        check_resumable(run, config)
     elif run.has_training():
+        from ..training.checkpoint import RunDirectory
+
         if not overwrite:
-            raise UserError(f"{run.path} already holds a training run: pass --resume to continue "
-                            "it or --overwrite to start again")
-        shutil.rmtree(run.path)
-    created = not run.path.exists()
-    run.path.mkdir(parents=True, exist_ok=True)
-    torch_device = select_device(config.training.device)
-    threads = configure_threads(config.training.num_threads)
-    seed_everything(config.training.seed)
-    console.print(f"seq2seq {__version__}: {config.task} '{config.name}' -> {run.path} "
-                  f"on {torch_device} ({threads} threads)")
-    try:
-        task = build_task(config, run, resume, torch_device, process)
-        if not resume and process.is_main:
-            atomic_write_text(run.config_path, dump_config(config))
-            if config.task == "translation":
-                write_signature(run, config)
-            run.write_run_info(config.task, __version__)  # last: marks the run as valid
-    except BaseException:
-        if created and not resume:  # never leave a half-made run directory behind
-            shutil.rmtree(run.path, ignore_errors=True)
-        raise
-    if resume:
-        atomic_write_text(run.config_path, dump_config(config))
-    params = sum(p.numel() for p in task.model.parameters())
-    console.print(f"model: {params:,} parameters")
-    trainer = Trainer(task, config.training, run, torch_device, console, process,
-                      show_progress=not quiet)
-    if resume:
-        trainer.resume()
-    state = trainer.train()
-    console.print(f"done: {state.step} steps, best {config.training.early_stopping_metric} "
-                  f"{state.best_score:.2f} at step {state.best_step}; model: {run.model_path}")
+            raise UserError(f"{run.path} already holds a training run: pass --resume to "
+                            "continue it or --overwrite to start again")
+        run.check_replaceable()
+        if process.is_main:  # nobody may train the old run while it is being replaced
+            locks.callback(run.lock().release)
+        remove_abandoned_builds(run)
+        target = RunDirectory(run.path.parent / f".{run.path.name}.new-{os.getpid()}")
+    elif run.path.is_file() or run.foreign_entries():
+        raise UserError(f"{run.path} exists and is not a seq2seq run directory; choose "
+                        "another --run-dir")
+    created = not target.path.exists()
+    target.path.mkdir(parents=True, exist_ok=True)
+    if process.is_main:
+        locks.callback(target.lock().release)
+    return target, created
+
+
+def remove_abandoned_builds(run: RunDirectory) -> None:
+    """Delete replacement runs that a killed --overwrite left beside ``run`` (their lock is free)."""
+    from ..training.checkpoint import RunDirectory
+
+    for path in run.path.parent.glob(f".{run.path.name}.new-*"):
+        try:
+            RunDirectory(path).lock().release()
+        except UserError:
+            continue  # another process is still building it
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def replace_run(old: RunDirectory, new: RunDirectory) -> None:
+    """Put the freshly built run ``new`` in the place of ``old`` with two renames: a process
+    killed between them leaves the old run whole under a hidden name, never half of either."""
+    aside = old.path.parent / f".{old.path.name}.old-{os.getpid()}"
+    os.replace(old.path, aside)
+    os.replace(new.path, old.path)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def build_task(config: Config, run, resume: bool, device, process):
@@ -107,16 +174,15 @@ def check_resumable(run, config: Config) -> None:
     from ..pretrained import load_run_config
 
     saved, new = load_run_config(run).to_dict(), config.to_dict()
-    changed = [f"{section}.{key}" for section in COMPATIBLE_SECTIONS
-               for key in _diff(saved[section], new[section])]
-    if saved["task"] != new["task"]:
-        changed.append("task")
-    changed += [f"data.{key}" for key in COMPATIBLE_DATA_KEYS if saved["data"][key] != new["data"][key]]
+    changed = [key for key in _diff(saved, new) if key != "name" and not key.startswith(tuple(f"{s}." for s in RESUMABLE_SECTIONS))
+               and key not in {f"training.{k}" for k in RESUMABLE_TRAINING_KEYS}
+               and key not in {f"data.{k}" for k in RESUMABLE_DATA_KEYS}]
     if changed:
         verb = "differs" if len(changed) == 1 else "differ"
         raise UserError(f"--resume with a changed config: {', '.join(changed)} {verb} from "
-                        f"{run.config_path}; leave CONFIG out to resume with the run's own, "
-                        "or start a new run (--run-dir) to change them")
+                        f"{run.config_path} (a resumed run may change only when it stops, "
+                        "what it keeps, where it runs, its data paths and its decoding); leave "
+                        "CONFIG out to resume with the run's own, or start a new run")
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -10,8 +10,8 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
-from .app import (DEVICE_HELP, EvaluateRequest, app, console, finish_diagnosis, read_inputs,
-                  read_lines, user_errors, write_output)
+from .app import (DEVICE_HELP, EvaluateRequest, app, check_output_file, console,
+                  finish_diagnosis, read_inputs, read_lines, user_errors, write_output)
 
 
 @app.command()
@@ -39,6 +39,7 @@ def translate(
     from ..runtime import configure_threads
     from ..translator import Translator
 
+    check_output_file(output)
     configure_threads(0)
     lines = read_inputs(sentences, input_file)
     translator = Translator.from_pretrained(run_dir, device=device, weights=checkpoint)
@@ -125,6 +126,8 @@ def _read_test_data(request: EvaluateRequest, config):
         texts = load_parallel(data, split, drop_empty=False)
         sources, references = texts["src"], texts["trg"]
         files = _split_files(data, split)
+    if not sources:
+        raise UserError(f"{described}: no sentences to evaluate")
     return sources, references, described, files
 
 

@@ -28,7 +28,7 @@ from seq2seq.errors import UserError
 FORMATS = ("auto", "tsv", "csv", "jsonl", "text", "hub")
 
 # Part of the cache fingerprint: bump when parsing changes, so old Arrow caches are not reused.
-_PARSER_VERSION = 1
+_PARSER_VERSION = 2
 
 # Below this many input bytes, building the cache takes well under a second; progress bars are noise.
 _QUIET_BELOW_BYTES = 32 * 1024 * 1024
@@ -389,6 +389,12 @@ def _delimited_rows(
             raise UserError(
                 f"{path} line {number}: expected at least {needed} {separator}-separated columns, "
                 f"found {len(values)}"
+            )
+        if names is not None and len(values) > len(names):
+            hint = " (a field holding a comma must be quoted)" if separator == "comma" else ""
+            raise UserError(
+                f"{path} line {number}: {len(values)} {separator}-separated fields, but the "
+                f"header names {len(names)}{hint}"
             )
         yield number, {column: values[index] if index < len(values) else ""
                        for column, index in zip(columns, indices)}

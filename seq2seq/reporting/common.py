@@ -3,7 +3,6 @@ and the training curves of the run."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
@@ -116,10 +115,7 @@ def environment_section(doc: Document, hardware: dict[str, Any], seconds: float,
 
 def read_metrics_log(run: RunDirectory) -> tuple[list[dict], list[dict]]:
     """(train rows, validation rows) of ``metrics.jsonl``; empty lists when there is none."""
-    if not run.metrics_path.is_file():
-        return [], []
-    rows = [json.loads(line) for line in run.metrics_path.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    rows = run.read_metrics()
     return ([r for r in rows if r.get("type") == "train"],
             [r for r in rows if r.get("type") == "valid"])
 

@@ -61,7 +61,8 @@ class LearningRateSchedule:
         if self.kind == "exponential":
             self.factor *= self.decay_factor
         elif self.kind == "plateau":
-            improved = self.best is None or (score > self.best if higher_is_better else score < self.best)
+            improved = math.isfinite(score) and (self.best is None or (
+                score > self.best if higher_is_better else score < self.best))
             if improved:
                 self.best, self.bad_validations = score, 0
             else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..config import TrainingConfig
+from ..errors import UserError
 from ..runtime import ProcessInfo, cpu_has_native_bf16, mixed_precision, use_mixed_precision
 from .checkpoint import RunDirectory, average_weights, save_weights
 from .optim import LearningRateSchedule, build_optimizer
@@ -68,6 +71,52 @@ class TrainerState:
     bad_validations: int = 0
     train_seconds: float = 0.0
     last_validated_step: int = -1
+    skipped_updates: int = 0  # updates skipped for a non-finite loss or gradient norm
+    nonfinite_in_a_row: int = 0
+    # the log interval in progress (so a resumed run logs the same averages)
+    window_nll: float = 0.0
+    window_count: int = 0
+    window_seconds: float = 0.0
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training at a step boundary, after a checkpoint was saved."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """While training, SIGINT (Ctrl-C) and SIGTERM (schedulers, torchrun) ask the loop to stop
+    at the end of the current step instead of interrupting it, so the checkpoint saved then is
+    a step boundary and a resumed run continues bit-identically. A second signal stops at once
+    without saving (the last checkpoint stays what it was)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():  # Python's rule for handlers
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:  # the second one: stop now, without saving
+            raise KeyboardInterrupt
+        self.received = signum
+        self.console.print(f"{signal.Signals(signum).name}: stopping after this step to save a "
+                           "checkpoint (send it again to stop at once without saving)")
 
 
 class Trainer:
@@ -85,6 +134,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), config)
         self.schedule = LearningRateSchedule.from_config(config)
         self.state = TrainerState()
+        self._saved_step = -1  # the step of the newest checkpoint on disk
+        self.signals = StopSignals(self.console)
         amp = config.amp if device.type == "cuda" else config.cpu_amp
         self.use_amp = use_mixed_precision(amp, device)
         if amp is True and device.type == "cpu" and not cpu_has_native_bf16():
@@ -99,19 +150,37 @@ class Trainer:
     # ---- resume ----
 
     def resume(self) -> None:
-        """Restore weights, optimizer, schedule, counters and RNG from the newest checkpoint."""
-        torch_state, trainer_state = self.run.load_checkpoint(self.model)
-        self.optimizer.load_state_dict(torch_state["optimizer"])
-        self.schedule.load_state_dict(torch_state["schedule"])
-        self.scaler.load_state_dict(torch_state["scaler"])
-        torch.set_rng_state(torch_state["rng"])
+        """Restore weights, optimizer, schedule, counters and RNG from the newest checkpoint
+        (a run stopped before its first checkpoint starts again from step 0)."""
+        if self.process.is_main:
+            self.run.remove_temporaries()
+        self.run.best_index()  # a damaged index is reported now, not at the next validation
+        notes: list[str] = []
+        loaded = self.run.load_checkpoint(self.model, _TRAINER_KEYS, notes)
+        for note in notes:
+            self.console.print(f"note: {note}", markup=False, highlight=False)
+        if loaded is None:
+            if self.process.is_main:
+                self.run.reset_progress()
+            self.console.print("no checkpoint yet: the run starts again from step 0")
+            return
+        torch_state, trainer_state = loaded
+        try:
+            self.optimizer.load_state_dict(torch_state["optimizer"])
+            self.schedule.load_state_dict(torch_state["schedule"])
+            self.scaler.load_state_dict(torch_state.get("scaler", {}))
+            torch.set_rng_state(torch_state["rng"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise UserError(f"{self.run.checkpoints}: the newest checkpoint's optimizer or "
+                            f"schedule state does not fit this run ({err})") from None
         if torch.cuda.is_available() and "cuda_rng" in torch_state:
             torch.cuda.set_rng_state_all(torch_state["cuda_rng"])
         if "task" in torch_state:
             self.task.load_state_dict(torch_state["task"])
         self.state = TrainerState(**trainer_state)
+        self._saved_step = self.state.step
         if self.process.is_main:
-            self.run.truncate_metrics(self.state.step)
+            self.run.truncate_logs(self.state.step)
         self.console.print(f"resumed from step {self.state.step} (epoch {self.state.epoch + 1})")
 
     def save_checkpoint(self) -> None:
@@ -129,14 +198,16 @@ class Trainer:
             torch_state["task"] = self.task.state_dict()
         self.run.save_checkpoint(self.state.step, self.model, torch_state,
                                  dataclasses.asdict(self.state), self.config.keep_last)
+        self._saved_step = self.state.step
 
     # ---- the loop ----
 
     def train(self) -> TrainerState:
-        """Train until max_epochs / max_steps / max_minutes or early stopping."""
+        """Train until max_epochs / max_steps / max_minutes or early stopping. SIGINT and
+        SIGTERM stop at the end of a step with a checkpoint (:class:`TrainingInterrupted`)."""
         c, s = self.config, self.state
         self.model.to(self.device)
-        try:
+        with StopSignals(self.console) as self.signals:
             while s.epoch < c.max_epochs and not self._should_stop():
                 batches = self.task.train_batches(s.epoch)
                 self._train_epoch(batches)
@@ -145,11 +216,12 @@ class Trainer:
                     s.batch_in_epoch = 0
                     if c.validate_every == 0:
                         self._validate()
-        except KeyboardInterrupt:
-            self.save_checkpoint()
-            self.console.print(f"interrupted at step {s.step}; checkpoint saved: continue with "
-                               "--resume")
-            raise
+            if self.signals.received is not None:
+                if self._saved_step != s.step:
+                    self.save_checkpoint()
+                self.console.print(f"stopped at step {s.step}; checkpoint saved: continue with "
+                                   "--resume")
+                raise TrainingInterrupted(self.signals.received)
         if s.last_validated_step != s.step:
             self._validate()
         self._finalize()
@@ -157,6 +229,8 @@ class Trainer:
 
     def _should_stop(self) -> bool:
         c, s = self.config, self.state
+        if self.signals.received is not None:
+            return True
         if c.max_steps and s.step >= c.max_steps:
             return True
         if c.max_minutes and s.train_seconds >= c.max_minutes * 60:
@@ -166,56 +240,89 @@ class Trainer:
     def _train_epoch(self, batches: list[Any]) -> None:
         c, s = self.config, self.state
         self.model.train()
-        window = {"loss": 0.0, "count": 0, "seconds": 0.0}
         with self._progress(len(batches)) as progress:
             bar = progress.add_task(f"epoch {s.epoch + 1}", total=len(batches),
                                     completed=s.batch_in_epoch, stats="")
+            # A run with a step budget also shows its whole length, with the time left to the end
+            run_bar = (progress.add_task("all steps", total=c.max_steps, completed=s.step,
+                                         stats="") if c.max_steps else None)
             while s.batch_in_epoch < len(batches) and not self._should_stop():
                 started = time.perf_counter()
                 batch = self.task.make_batch(batches[s.batch_in_epoch], self.device)
                 lr = self.schedule.apply(self.optimizer, s.step + 1)
-                nll, count = self._update(batch)
+                result = self._update(batch)
                 s.step += 1
                 s.batch_in_epoch += 1
                 elapsed = time.perf_counter() - started
                 s.train_seconds += elapsed
-                window["loss"] += nll
-                window["count"] += count
-                window["seconds"] += elapsed
+                s.window_seconds += elapsed
+                if result is None:
+                    self._skipped_update()
+                else:
+                    s.nonfinite_in_a_row = 0
+                    s.window_nll += result[0]
+                    s.window_count += result[1]
                 if s.step % c.log_every == 0 or s.batch_in_epoch == len(batches):
-                    stats = self._log_train(window, lr)
-                    progress.update(bar, stats=stats)
-                    window = {"loss": 0.0, "count": 0, "seconds": 0.0}
+                    progress.update(bar, stats=self._log_train(lr))
+                    s.window_nll, s.window_count, s.window_seconds = 0.0, 0, 0.0
                 progress.update(bar, completed=s.batch_in_epoch)
+                if run_bar is not None:
+                    progress.update(run_bar, completed=s.step)
                 if c.validate_every and s.step % c.validate_every == 0:
                     self._validate()
                 elif c.checkpoint_every and s.step % c.checkpoint_every == 0:
                     self.save_checkpoint()
 
-    def _update(self, batch: Any) -> tuple[float, int]:
-        """One optimizer step on one batch; returns (summed NLL, predictions made)."""
+    def _update(self, batch: Any) -> tuple[float, int] | None:
+        """One optimizer step on one batch; returns (summed NLL, predictions made), or None
+        when the loss or the gradient norm is not finite and the update was skipped."""
         with mixed_precision(self.device, self.use_amp, training=True):
             loss, nll, count = self.task.loss(batch, self.state.step)
+        if not bool(torch.isfinite(loss.detach())):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         # Normalise by predictions so the learning rate does not depend on batch length.
         self.scaler.scale(loss / max(count, 1)).backward()
-        if self.config.clip_grad_norm > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        self.scaler.unscale_(self.optimizer)
+        # The norm is measured even without clipping (max_norm inf), to catch a non-finite one.
+        max_norm = self.config.clip_grad_norm if self.config.clip_grad_norm > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if not self.scaler.is_enabled() and not bool(torch.isfinite(norm)):
+            # (with float16 loss scaling, the scaler itself skips such steps and rescales)
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return float(nll), count
 
-    def _log_train(self, window: dict, lr: float) -> str:
+    def _skipped_update(self) -> None:
+        """Count an update skipped for a non-finite loss or gradient; stop after too many in
+        a row, since the model has diverged."""
+        c, s = self.config, self.state
+        s.skipped_updates += 1
+        s.nonfinite_in_a_row += 1
+        self.console.print(f"step {s.step}: the loss or gradient norm is not finite; update "
+                           f"skipped ({s.nonfinite_in_a_row} in a row, {s.skipped_updates} in all)")
+        if s.nonfinite_in_a_row >= c.max_nonfinite_updates:
+            raise UserError(
+                f"training stopped at step {s.step}: {s.nonfinite_in_a_row} updates in a row "
+                "had a non-finite loss or gradient norm (training.max_nonfinite_updates); the "
+                "model diverged: lower training.learning_rate or set training.clip_grad_norm, "
+                f"then --resume from the last checkpoint (step {self._saved_step})")
+
+    def _log_train(self, lr: float) -> str:
         s = self.state
-        loss = window["loss"] / max(window["count"], 1)
-        speed = window["count"] / max(window["seconds"], 1e-9)
+        loss = s.window_nll / max(s.window_count, 1)
+        speed = s.window_count / max(s.window_seconds, 1e-9)
         unit = "tokens" if self.per_token else "texts"
         row = {"type": "train", "step": s.step, "epoch": s.epoch + 1, "loss": round(loss, 5)}
         if self.per_token:
             row["ppl"] = round(math.exp(min(loss, 50)), 3)
         row.update({"lr": lr, f"{unit}_per_s": round(speed, 1),
                     "train_seconds": round(s.train_seconds, 2)})
+        if s.skipped_updates:
+            row["skipped_updates"] = s.skipped_updates
         if self.process.is_main:
             self.run.append_metrics(row)
         ppl = f" ppl {row['ppl']:.2f}" if self.per_token else ""
@@ -230,8 +337,8 @@ class Trainer:
         s.last_validated_step = s.step
         score = result.metrics[self.metric]
         self.schedule.after_validation(score, self.higher_is_better)
-        improved = s.best_score is None or (
-            score > s.best_score if self.higher_is_better else score < s.best_score)
+        improved = math.isfinite(score) and (s.best_score is None or (
+            score > s.best_score if self.higher_is_better else score < s.best_score))
         if improved:
             s.best_score, s.best_step, s.bad_validations = score, s.step, 0
         else:
@@ -279,6 +386,9 @@ class Trainer:
             TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[stats]}"),
             TimeRemainingColumn(), console=self.console, transient=False,
         )
+
+
+_TRAINER_KEYS = {f.name for f in dataclasses.fields(TrainerState)}
 
 
 class _NoProgress:
