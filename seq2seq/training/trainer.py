@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..config import TrainingConfig
-from ..runtime import ProcessInfo, cpu_has_native_bf16, mixed_precision, use_mixed_precision
+from ..precision import probe_rows, resolve_mixed_precision
+from ..runtime import ProcessInfo, cpu_has_native_bf16, mixed_precision
 from .checkpoint import RunDirectory, average_weights, save_weights
 from .optim import LearningRateSchedule, build_optimizer
 
@@ -86,7 +87,13 @@ class Trainer:
         self.schedule = LearningRateSchedule.from_config(config)
         self.state = TrainerState()
         amp = config.amp if device.type == "cuda" else config.cpu_amp
-        self.use_amp = use_mixed_precision(amp, device)
+        # ``auto`` times the model's products in each precision (once per machine and model)
+        self.precision = resolve_mixed_precision(
+            amp, device, self.model, training=True,
+            rows=probe_rows(config.batch_size, config.batch_tokens))
+        self.use_amp = self.precision.enabled
+        if process.is_main:
+            self.console.print(self.precision.line, markup=False, highlight=False)
         if amp is True and device.type == "cpu" and not cpu_has_native_bf16():
             self.console.print("note: training.cpu_amp on a CPU without bfloat16 hardware "
                                "(AVX512-BF16 or AMX) is slower than float32")
@@ -215,7 +222,7 @@ class Trainer:
         if self.per_token:
             row["ppl"] = round(math.exp(min(loss, 50)), 3)
         row.update({"lr": lr, f"{unit}_per_s": round(speed, 1),
-                    "train_seconds": round(s.train_seconds, 2)})
+                    "train_seconds": round(s.train_seconds, 2), "precision": self.precision.name})
         if self.process.is_main:
             self.run.append_metrics(row)
         ppl = f" ppl {row['ppl']:.2f}" if self.per_token else ""
