@@ -37,7 +37,7 @@ from .runtime import ONEDNN_CACHE_CAPACITY, cpu_bf16_hardware
 
 BF16_MARGIN = 0.10  # bfloat16 must do at least 10 % more GFLOP/s than float32 to be chosen
 PROBE_SECONDS = 1.0  # timed rounds (after warm-up) stop after this long ...
-MIN_ROUNDS = 2  # ... but not before this many rounds of each precision
+MIN_ROUNDS = 1  # ... but not before this many rounds (the sizing sample adds one)
 MAX_ROUNDS = 50
 MIN_SAMPLE_SECONDS = 0.02  # one timed sample repeats the products to last at least this long
 TYPICAL_SENTENCE_TOKENS = 25  # rows of a token-budget batch: budget / this

@@ -115,7 +115,9 @@ class Translator:
 
         Options default to the run's ``decoding`` config: beam_size, n_best, length_penalty,
         max_length_ratio, max_length_extra, min_length, no_repeat_ngram, batch_size, amp
-        (mixed precision: bfloat16 on CPU, float16 on CUDA).
+        (mixed precision: bfloat16 on CPU, float16 on CUDA; ``"auto"`` times the model's
+        products in both precisions once, see ``seq2seq.precision``; ``self.precision``
+        then says what ran).
         With ``n_best`` set, returns per sentence a list of Translation (best first);
         otherwise one string per sentence. Empty sentences translate to "" (with ``n_best``,
         n_best times, so every sentence has as many entries).
