@@ -42,32 +42,37 @@ ONEDNN_CACHE_CAPACITY = 16  # compiled bfloat16 kernels kept in training (see mi
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere bf16
-    autocast still works, but emulated, and is slower than float32."""
+def cpu_bf16_hardware() -> bool | None:
+    """Whether this CPU multiplies bfloat16 in hardware (x86: AVX512-BF16 or AMX; Arm: BF16),
+    None where /proc/cpuinfo cannot tell. Elsewhere bf16 autocast still works, but emulated,
+    and is slower than float32. Having the hardware does not make bfloat16 faster for a given
+    model: ``auto`` measures that (``seq2seq.precision``)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), None)
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return None
+    if flags is None:
+        return None
+    flags = flags.split(":", 1)[-1].split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags or "bf16" in flags
 
 
-def use_mixed_precision(setting: bool | str, device: torch.device) -> bool:
-    """A config's mixed-precision switch for ``device``: true/false as given; ``auto`` is on
-    for CUDA and for CPUs that multiply bfloat16 in hardware, off for other CPUs."""
-    if setting == "auto":
-        return device.type == "cuda" or cpu_has_native_bf16()
-    return bool(setting)
+def cpu_has_native_bf16() -> bool:
+    return cpu_bf16_hardware() is True
 
 
-def mixed_precision(device: torch.device, enabled: bool | str, training: bool = False):
+def mixed_precision(device: torch.device, enabled: bool, training: bool = False):
     """The autocast context for ``device``: float16 on CUDA, bfloat16 on CPU; a no-op when off.
-    ``enabled`` is a config switch (true, false or ``auto``, see ``use_mixed_precision``).
+    ``enabled`` is a resolved switch: a config's ``auto`` is decided per model by
+    ``seq2seq.precision.resolve_mixed_precision`` first.
 
     Weights, optimizer state and the loss stay float32; matrix products run in the low precision.
     """
-    if not use_mixed_precision(enabled, device):
+    if not isinstance(enabled, bool):
+        raise TypeError(f"mixed_precision takes True or False, not {enabled!r}: resolve 'auto' "
+                        "with seq2seq.precision.resolve_mixed_precision")
+    if not enabled:
         return contextlib.nullcontext()
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)

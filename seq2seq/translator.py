@@ -19,6 +19,7 @@ from .data.batching import BucketBatchSampler, IdColumn, make_translation_batch
 from .errors import UserError, require_text_list
 from .models.translation import TranslationModel
 from .pretrained import load_tokenizers, open_run, weights_path
+from .precision import PrecisionChoice, probe_rows, resolve_mixed_precision
 from .runtime import mixed_precision, select_device
 from .search import (Hypothesis, SearchGroup, beam_search, greedy_search_stream,
                      max_output_lengths, start_tokens)
@@ -44,7 +45,7 @@ def decode_ids(model: TranslationModel, src: IdColumn, device: torch.device,
     groups = (_encode_group(model, src, rows[positions], device, decoding)
               for positions in sampler.epoch_batches(0))
     results: dict[int, list[Hypothesis]] = {}
-    with mixed_precision(device, decoding.amp):
+    with mixed_precision(device, decoding_precision(model, device, decoding).enabled):
         if decoding.beam_size == 1:
             for row, hypothesis in greedy_search_stream(model, groups, decoding.min_length,
                                                         decoding.no_repeat_ngram):
@@ -56,6 +57,14 @@ def decode_ids(model: TranslationModel, src: IdColumn, device: torch.device,
                     decoding.beam_size, decoding.length_penalty, decoding.n_best,
                     decoding.min_length, decoding.no_repeat_ngram)))
     return [results[row] for row in rows.tolist()]
+
+
+def decoding_precision(model: TranslationModel, device: torch.device,
+                       decoding: DecodingConfig) -> PrecisionChoice:
+    """``decoding.amp`` resolved for ``model``: ``auto`` is measured once per process (and
+    cached per machine) at the rows of a decoding batch, sentences times beams."""
+    rows = probe_rows(decoding.batch_size, decoding.batch_tokens, decoding.beam_size)
+    return resolve_mixed_precision(decoding.amp, device, model, training=False, rows=rows)
 
 
 def _encode_group(model: TranslationModel, src: IdColumn, chunk: np.ndarray,
@@ -88,6 +97,7 @@ class Translator:
         self.trg_tokenizer = trg_tokenizer
         self.device = device
         self.truncated = 0  # sentences cut to data.max_src_length by the last call
+        self.precision: PrecisionChoice | None = None  # what the last call decoded in
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto",
@@ -105,13 +115,17 @@ class Translator:
 
         Options default to the run's ``decoding`` config: beam_size, n_best, length_penalty,
         max_length_ratio, max_length_extra, min_length, no_repeat_ngram, batch_size, amp
-        (mixed precision: bfloat16 on CPU, float16 on CUDA).
+        (mixed precision: bfloat16 on CPU, float16 on CUDA; ``"auto"`` times the model's
+        products in both precisions once, see ``seq2seq.precision``; ``self.precision``
+        then says what ran).
         With ``n_best`` set, returns per sentence a list of Translation (best first);
         otherwise one string per sentence. Empty sentences translate to "" (with ``n_best``,
         n_best times, so every sentence has as many entries).
         """
         require_text_list(sentences, "Translator.translate")
         decoding = self.decoding_config(beam_size=beam_size, n_best=n_best, **decoding_options)
+        self.precision = decoding_precision(self.model, self.device, decoding)
+        decoding = dataclasses.replace(decoding, amp=self.precision.enabled)
         limit = self.config.data.max_src_length - 1
         encoded = self.src_tokenizer.encode_batch(list(sentences))
         self.truncated = sum(len(ids) > limit for ids in encoded)

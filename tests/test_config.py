@@ -69,12 +69,21 @@ def test_mixed_precision_switches_take_true_false_or_auto(tmp_path, monkeypatch)
     config = load_config(path, ["training.amp=false"])
     assert (config.training.cpu_amp, config.decoding.amp, config.training.amp) == ("auto", True, False)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    for native in (True, False):
-        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda native=native: native)
-        assert runtime.use_mixed_precision("auto", cpu) is native
-        assert runtime.use_mixed_precision("auto", cuda) is True  # float16 on CUDA is fast
-        assert runtime.use_mixed_precision(True, cpu) is True
-        assert runtime.use_mixed_precision(False, cuda) is False
+    model = torch.nn.Linear(4, 4)
+    for setting, device, enabled in ((True, cpu, True), (False, cuda, False), (True, cuda, True),
+                                     ("auto", cuda, True)):  # float16 on CUDA is fast
+        assert _resolve_without_probe(setting, device, model).enabled is enabled
+    with pytest.raises(TypeError, match="resolve 'auto'"):
+        runtime.mixed_precision(cpu, "auto")
+
+
+def _resolve_without_probe(setting, device, model):
+    from seq2seq.precision import resolve_mixed_precision
+
+    def never(products, training):
+        raise AssertionError("explicit switches and CUDA are not measured")
+
+    return resolve_mixed_precision(setting, device, model, training=True, rows=8, measure=never)
 
 
 def test_defaults_are_valid():

@@ -31,7 +31,7 @@ def translate(
     batch_size: Optional[int] = typer.Option(None, help="Sentences per batch [config]."),
     batch_tokens: Optional[int] = typer.Option(None, help="Or: source tokens per batch."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision: bfloat16 "
-                                       "on CPU (fast with AVX512-BF16/AMX), float16 on CUDA [config]."),
+                                       "on CPU, float16 on CUDA [config; auto: where measured faster]."),
     checkpoint: Optional[Path] = typer.Option(None, help="Weights to use [model.safetensors]."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
@@ -48,6 +48,8 @@ def translate(
         max_length_ratio=max_length_ratio, min_length=min_length,
         no_repeat_ngram=no_repeat_ngram, batch_size=batch_size, batch_tokens=batch_tokens,
         amp=amp)
+    if translator.precision.auto:
+        console.print(translator.precision.line, markup=False, highlight=False)
     if translator.truncated:
         console.print(f"note: {translator.truncated} sentence(s) longer than "
                       f"{translator.config.data.max_src_length} tokens were truncated")
@@ -80,6 +82,8 @@ def evaluate_translation(request: EvaluateRequest) -> dict:
     for score in scores.values():
         typer.echo(score.text)
         typer.echo(f"  signature: {score.signature}")
+    if translator.precision.auto:
+        console.print(translator.precision.line, markup=False, highlight=False)
     typer.echo(f"{len(sources)} sentences in {seconds:.1f} s "
                f"({len(sources) / max(seconds, 1e-9):.1f} sentences/s), beam {decoding.beam_size}")
     metrics = {
@@ -89,7 +93,8 @@ def evaluate_translation(request: EvaluateRequest) -> dict:
         **{k: round(s.value, 4) for k, s in scores.items()},
         "signatures": {k: s.signature for k, s in scores.items()},
         "decoding": {"beam_size": decoding.beam_size, "length_penalty": decoding.length_penalty,
-                     "max_length_ratio": decoding.max_length_ratio},
+                     "max_length_ratio": decoding.max_length_ratio,
+                     "precision": translator.precision.name},
         "seconds": round(seconds, 3),
         "truncated": translator.truncated,
     }

@@ -19,7 +19,7 @@ from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer
 from ..training.checkpoint import RunDirectory
 from ..training.trainer import Validation
-from ..translator import decode_ids
+from ..translator import decode_ids, decoding_precision
 
 
 class TranslationTask:
@@ -45,6 +45,7 @@ class TranslationTask:
             secondary_lengths=train.trg.lengths() + 1)
         limit = config.data.dev_max_sentences
         self.dev_rows = np.arange(min(len(dev), limit) if limit else len(dev))
+        self.precision_shown = False  # the first validation says what ``auto`` decoded in
 
     @classmethod
     def setup(cls, config: Config, run: RunDirectory, resume: bool, device: torch.device,
@@ -110,7 +111,9 @@ class TranslationTask:
         metrics = {"loss": loss, "ppl": math.exp(min(loss, 50))}
 
         greedy = dataclasses.replace(self.config.decoding, beam_size=1, n_best=1)
-        found = decode_ids(self.model, self.dev.src, self.device, greedy, self.dev_rows)
+        precision = decoding_precision(self.model, self.device, greedy)
+        found = decode_ids(self.model, self.dev.src, self.device,
+                           dataclasses.replace(greedy, amp=precision.enabled), self.dev_rows)
         hypotheses = [self.trg_tokenizer.decode(h[0].tokens) for h in found]
         sources = self.dev.texts.select(self.dev_rows)["src"]
         references = self.dev.texts.select(self.dev_rows)["trg"]
@@ -120,6 +123,9 @@ class TranslationTask:
                                               evaluation.tokenize, evaluation.lowercase).items():
             metrics[name] = score.value
         examples = []
+        if precision.auto and not self.precision_shown:
+            examples.append(precision.line)
+            self.precision_shown = True
         for i in range(min(3, len(hypotheses))):
             examples += [f"source:     {sources[i]}", f"reference:  {references[i]}",
                          f"hypothesis: {hypotheses[i]}"]

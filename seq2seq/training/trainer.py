@@ -22,7 +22,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..config import TrainingConfig
 from ..errors import UserError
-from ..runtime import ProcessInfo, cpu_has_native_bf16, mixed_precision, use_mixed_precision
+from ..precision import probe_rows, resolve_mixed_precision
+from ..runtime import ProcessInfo, cpu_has_native_bf16, mixed_precision
 from .checkpoint import RunDirectory, average_weights, save_weights
 from .optim import LearningRateSchedule, build_optimizer
 
@@ -137,7 +138,13 @@ class Trainer:
         self._saved_step = -1  # the step of the newest checkpoint on disk
         self.signals = StopSignals(self.console)
         amp = config.amp if device.type == "cuda" else config.cpu_amp
-        self.use_amp = use_mixed_precision(amp, device)
+        # ``auto`` times the model's products in each precision (once per machine and model)
+        self.precision = resolve_mixed_precision(
+            amp, device, self.model, training=True,
+            rows=probe_rows(config.batch_size, config.batch_tokens))
+        self.use_amp = self.precision.enabled
+        if process.is_main:
+            self.console.print(self.precision.line, markup=False, highlight=False)
         if amp is True and device.type == "cpu" and not cpu_has_native_bf16():
             self.console.print("note: training.cpu_amp on a CPU without bfloat16 hardware "
                                "(AVX512-BF16 or AMX) is slower than float32")
@@ -320,7 +327,7 @@ class Trainer:
         if self.per_token:
             row["ppl"] = round(math.exp(min(loss, 50)), 3)
         row.update({"lr": lr, f"{unit}_per_s": round(speed, 1),
-                    "train_seconds": round(s.train_seconds, 2)})
+                    "train_seconds": round(s.train_seconds, 2), "precision": self.precision.name})
         if s.skipped_updates:
             row["skipped_updates"] = s.skipped_updates
         if self.process.is_main:

@@ -1,0 +1,294 @@
+"""Mixed precision's ``auto``: bfloat16 on a CPU only where it measures faster for this model.
+
+Whether bfloat16 autocast pays on a CPU depends on the chip and on the matrix shapes: on an
+AMD EPYC it runs this project's models about twice as fast as float32; on a Xeon with
+AVX512-BF16 but no AMX it is slower. So ``auto`` times the model's own matrix products (every
+``nn.Linear`` and recurrent weight, at the row count of a batch) in float32 and in bfloat16
+for about a second, and picks bfloat16 only when it is at least ``BF16_MARGIN`` faster.
+Training times forward and backward, decoding forward only.
+
+The verdict is cached per machine and shape set in ``precision-<key>.json`` under the user
+cache directory (``$SEQ2SEQ_CACHE_DIR``, else ``$XDG_CACHE_HOME/seq2seq``, else
+``~/.cache/seq2seq``), and per process in memory, so it is measured once. A cache that
+cannot be read or written is ignored (measured again). CUDA's ``auto`` is float16 without a
+probe; a CPU without bfloat16 hardware is float32 without one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .files import atomic_write_text
+from .runtime import ONEDNN_CACHE_CAPACITY, cpu_bf16_hardware
+
+BF16_MARGIN = 0.10  # bfloat16 must do at least 10 % more GFLOP/s than float32 to be chosen
+PROBE_SECONDS = 1.0  # timed rounds (after warm-up) stop after this long ...
+MIN_ROUNDS = 1  # ... but not before this many rounds (the sizing sample adds one)
+MAX_ROUNDS = 50
+MIN_SAMPLE_SECONDS = 0.02  # one timed sample repeats the products to last at least this long
+TYPICAL_SENTENCE_TOKENS = 25  # rows of a token-budget batch: budget / this
+CACHE_VERSION = 1
+
+# One matrix product of the model: x [rows, inputs] times a weight [outputs, inputs]^T.
+Product = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The probe's figures: GFLOP/s of the model's products in each precision."""
+
+    float32: float
+    bfloat16: float
+    seconds: float  # how long the probe took
+
+    @property
+    def ratio(self) -> float:
+        return self.bfloat16 / self.float32
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What a mixed-precision switch resolved to, and a one-line account of why."""
+
+    enabled: bool  # autocast on
+    name: str  # the precision of the matrix products: "bfloat16", "float16" or "float32"
+    line: str
+    auto: bool = False  # decided by ``auto`` (not set true or false)
+    measurement: Measurement | None = None
+    cached: bool = False  # the measurement came from the cache file
+
+
+def prefers_bfloat16(float32: float, bfloat16: float, margin: float = BF16_MARGIN) -> bool:
+    """Whether measured throughputs (any unit, higher is faster) favour bfloat16 clearly."""
+    return bfloat16 >= float32 * (1.0 + margin)
+
+
+def probe_rows(batch_size: int, batch_tokens: int = 0, beams: int = 1) -> int:
+    """A representative row count for the products: the sentences of a batch (times beams)."""
+    rows = batch_tokens // TYPICAL_SENTENCE_TOKENS if batch_tokens > 0 else batch_size
+    return max(1, rows) * max(1, beams)
+
+
+def model_products(model: nn.Module, rows: int) -> list[Product]:
+    """The matrix products that dominate ``model``'s time, at ``rows`` rows: one per
+    ``nn.Linear`` (a vector-valued one: the 1-wide attention energies run in float32 anyway)
+    and one per recurrent weight (input and hidden projections of every layer and direction)."""
+    products = []
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module.out_features > 1:
+            products.append((rows, module.in_features, module.out_features))
+        elif isinstance(module, nn.RNNBase):
+            for name, weight in module.named_parameters(recurse=False):
+                if name.startswith("weight_"):
+                    products.append((rows, weight.shape[1], weight.shape[0]))
+    return sorted(products)
+
+
+# ---- the probe ----
+
+def measure_products(products: list[Product], training: bool, seconds: float | None = None,
+                     timer: Callable[[], float] = time.perf_counter) -> Measurement:
+    """Time ``products`` in float32 and under bfloat16 autocast on the CPU -> GFLOP/s of each.
+
+    One pass runs every product once (and, for ``training``, its backward: the gradients of
+    input and weight, 3x the forward's work; the float32 weights are cast at every pass, as at
+    every training step). Decoding keeps the bfloat16 weights, as autocast caches them for a
+    whole search. Both precisions are warmed up first (oneDNN builds its kernels at first
+    use), then timed in alternation, so a change in load hits both; the best sample counts.
+    """
+    started = timer()
+    if training:  # the same oneDNN kernel cache as a training process (see mixed_precision)
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
+    generator = torch.Generator().manual_seed(0)  # leave the global RNG (training seeds) alone
+    weights = {(k, n): (torch.randn(n, k, generator=generator) / math.sqrt(k)).requires_grad_()
+               for _, k, n in products}
+    inputs = {(m, k): torch.randn(m, k, generator=generator).requires_grad_(training)
+              for m, k, _ in products}
+    low_weights = {shape: w.detach().to(torch.bfloat16) for shape, w in weights.items()}
+
+    def one_pass(low: bool) -> None:
+        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if low
+                    else contextlib.nullcontext())
+        with torch.set_grad_enabled(training), autocast:
+            used = low_weights if low and not training else weights
+            outputs = [F.linear(inputs[m, k], used[k, n]) for m, k, n in products]
+        if training:
+            torch.autograd.backward(outputs, [torch.ones_like(y) for y in outputs])
+            for tensor in (*weights.values(), *inputs.values()):
+                tensor.grad = None
+
+    best = {False: math.inf, True: math.inf}  # seconds per pass
+
+    def sample(low: bool, repeats: int) -> float:
+        begin = timer()
+        for _ in range(repeats):
+            one_pass(low)
+        per_pass = (timer() - begin) / repeats
+        best[low] = min(best[low], per_pass)
+        return per_pass
+
+    for low in (False, True):  # warm-up: oneDNN builds its kernels at first use
+        one_pass(low)
+    warm = max(sample(False, 1), sample(True, 1))  # a warm pass's length sizes the samples
+    repeats = max(1, math.ceil(MIN_SAMPLE_SECONDS / max(warm, 1e-6)))
+    deadline = timer() + (PROBE_SECONDS if seconds is None else seconds)
+    rounds = 0
+    while rounds < MIN_ROUNDS or (rounds < MAX_ROUNDS and timer() < deadline):
+        for low in (False, True):
+            sample(low, repeats)
+        rounds += 1
+    flops = sum(2 * m * k * n for m, k, n in products) * (3 if training else 1)
+    return Measurement(float32=flops / best[False] / 1e9, bfloat16=flops / best[True] / 1e9,
+                       seconds=timer() - started)
+
+
+# ---- the cache ----
+
+def cache_dir() -> Path | None:
+    """Where measurements are kept: $SEQ2SEQ_CACHE_DIR, $XDG_CACHE_HOME/seq2seq or
+    ~/.cache/seq2seq (None when no home directory is known)."""
+    if os.environ.get("SEQ2SEQ_CACHE_DIR"):
+        return Path(os.environ["SEQ2SEQ_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "seq2seq"
+    try:
+        return Path.home() / ".cache" / "seq2seq"
+    except RuntimeError:
+        return None
+
+
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cache_key(products: list[Product], training: bool, threads: int | None = None) -> dict:
+    """What a measurement holds for: this CPU, torch, thread count, mode and shape set."""
+    shapes = json.dumps(sorted(products)).encode()
+    return {"cpu": cpu_model_name(), "torch": torch.__version__,
+            "threads": torch.get_num_threads() if threads is None else threads,
+            "mode": "training" if training else "decoding",
+            "shapes": hashlib.sha256(shapes).hexdigest()[:16]}
+
+
+def cache_path(key: dict) -> Path | None:
+    directory = cache_dir()
+    if directory is None:
+        return None
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return directory / f"precision-{digest}.json"
+
+
+def read_cached(path: Path | None, key: dict) -> Measurement | None:
+    """The measurement stored for ``key``, or None if there is none usable (any failure)."""
+    if path is None:
+        return None
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        if entry.get("version") != CACHE_VERSION or entry.get("key") != key:
+            return None
+        figures = [float(entry[name]) for name in ("float32_gflops", "bfloat16_gflops",
+                                                    "seconds")]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not all(math.isfinite(x) and x > 0 for x in figures[:2]):
+        return None
+    return Measurement(*figures)
+
+
+def write_cached(path: Path | None, key: dict, measurement: Measurement) -> None:
+    """Store a measurement; a cache that cannot be written is no error (measured again)."""
+    if path is None:
+        return
+    entry = {"version": CACHE_VERSION, "key": key,
+             "float32_gflops": round(measurement.float32, 3),
+             "bfloat16_gflops": round(measurement.bfloat16, 3),
+             "seconds": round(measurement.seconds, 3),
+             "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    try:
+        atomic_write_text(path, json.dumps(entry, indent=1) + "\n")
+    except OSError:
+        pass
+
+
+# ---- the decision ----
+
+_decided: dict[str, PrecisionChoice] = {}  # per process: cache file -> choice
+
+
+def resolve_mixed_precision(setting: bool | str, device: torch.device, model: nn.Module, *,
+                            training: bool, rows: int,
+                            measure: Callable[[list[Product], bool], Measurement] | None = None
+                            ) -> PrecisionChoice:
+    """A mixed-precision switch (true, false or ``auto``) for ``model`` on ``device``.
+
+    ``auto``: float16 on CUDA; on a CPU bfloat16 when ``measure`` (``measure_products``)
+    finds the model's products (at ``rows`` rows) at least ``BF16_MARGIN`` faster in it, else
+    float32. Measured once per machine and shape set (cached on disk) and once per process.
+    """
+    mode = "training" if training else "decoding"
+    low = "float16" if device.type == "cuda" else "bfloat16"
+    if setting != "auto":
+        enabled = bool(setting)
+        name = low if enabled else "float32"
+        return PrecisionChoice(enabled, name, f"precision for {mode}: {name} (set to {enabled})")
+    if device.type == "cuda":
+        return PrecisionChoice(True, "float16", f"precision auto for {mode}: float16 (CUDA)",
+                               auto=True)
+    if device.type != "cpu" or cpu_bf16_hardware() is False:
+        why = "this CPU has no bfloat16 hardware" if device.type == "cpu" else device.type
+        return PrecisionChoice(False, "float32",
+                               f"precision auto for {mode}: float32 ({why}; not measured)",
+                               auto=True)
+    products = model_products(model, rows)
+    if not products:
+        return PrecisionChoice(False, "float32",
+                               f"precision auto for {mode}: float32 (no matrix products)",
+                               auto=True)
+    key = cache_key(products, training)
+    path = cache_path(key)
+    memo = str(path) if path is not None else json.dumps(key, sort_keys=True)
+    if memo in _decided:
+        return _decided[memo]
+    measurement = read_cached(path, key)
+    cached = measurement is not None
+    if measurement is None:
+        measurement = (measure or measure_products)(products, training)
+        write_cached(path, key, measurement)
+    choice = _choice(mode, measurement, cached, path)
+    _decided[memo] = choice
+    return choice
+
+
+def _choice(mode: str, m: Measurement, cached: bool, path: Path | None) -> PrecisionChoice:
+    enabled = prefers_bfloat16(m.float32, m.bfloat16)
+    figures = f"{m.bfloat16:.1f} vs {m.float32:.1f} GFLOP/s on this model's products"
+    source = f"cached in {path}" if cached else f"measured in {m.seconds:.1f} s"
+    if enabled:
+        verdict = f"bfloat16 ({m.ratio:.2f}x float32: {figures}; {source})"
+    else:
+        verdict = (f"float32 (bfloat16 {m.ratio:.2f}x float32, under the "
+                   f"{1 + BF16_MARGIN:.2f}x it needs: {figures}; {source})")
+    return PrecisionChoice(enabled, "bfloat16" if enabled else "float32",
+                           f"precision auto for {mode}: {verdict}", True, m, cached)
