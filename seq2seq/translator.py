@@ -97,6 +97,7 @@ class Translator:
         self.trg_tokenizer = trg_tokenizer
         self.device = device
         self.truncated = 0  # sentences cut to data.max_src_length by the last call
+        self.min_length_capped = 0  # ... and those whose length budget is below min_length
         self.precision: PrecisionChoice | None = None  # what the last call decoded in
 
     @classmethod
@@ -131,6 +132,13 @@ class Translator:
         self.truncated = sum(len(ids) > limit for ids in encoded)
         column = IdColumn.from_lists([ids[:limit] for ids in encoded])
         non_empty = np.array([i for i, s in enumerate(sentences) if s.strip()], dtype=np.int64)
+        if decoding.min_length and len(non_empty):
+            # a budget counts </s>: the words allowed are one fewer
+            budgets = max_output_lengths(torch.from_numpy(column.lengths()[non_empty] + 1),
+                                         decoding.max_length_ratio, decoding.max_length_extra)
+            self.min_length_capped = int((budgets - 1 < decoding.min_length).sum())
+        else:
+            self.min_length_capped = 0
         found = decode_ids(self.model, column, self.device, decoding, non_empty) if len(non_empty) else []
         by_row = dict(zip(non_empty.tolist(), found))
         results = []

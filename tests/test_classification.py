@@ -483,6 +483,8 @@ def test_cli_train_classify_evaluate_on_embedded_sst2(tmp_path, monkeypatch):
     assert metrics["texts"] == 872 and sum(map(sum, metrics["confusion_matrix"])) == 872
     assert f"accuracy {metrics['accuracy']:.2f}" in result.stdout
     assert metrics["per_class"]["0"]["support"] == 428
+    # each figure once: plain lines for a pipe, no tables beside them
+    assert result.output.count("support 428") == 1 and "per class (%)" not in result.output
     # The same through the Python API: one inference path.
     classifier = Classifier.from_pretrained(run, device="cpu")
     dev = [line.split("\t") for line in (ROOT / "data/sst2/dev.tsv").read_text().splitlines()[1:]]

@@ -111,6 +111,13 @@ def test_translate_api_refuses_a_plain_string(trained):
     assert len(translator.translate(["1 2 3"])) == 1
 
 
+def test_a_min_length_above_the_length_budget_is_noted(trained):
+    result = run_cli("translate", trained, "--min-length", "30", "1 2", "3 4 5 6 7 8")
+    assert result.exit_code == 0, result.output
+    assert "note: for 2 sentence(s) --min-length" in result.output
+    assert "--min-length" not in run_cli("translate", trained, "--min-length", "2", "1 2").output
+
+
 def test_overlong_sentences_are_truncated_and_counted(trained):
     long = " ".join(["1"] * 30)  # data.max_src_length is 8 tokens
     result = run_cli("translate", trained, long, "2 3")
@@ -136,6 +143,12 @@ def test_evaluate_split_and_files(trained, tmp_path):
     result = run_cli("evaluate", trained, "--src", src, "--ref", ref, "--output-dir", out)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "metrics.json").read_text())["sentences"] == 2
+    # a file named like a split gets its own folder, not the split's
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("src\ttrg\n1 2\t2 1\n", encoding="utf-8")
+    assert run_cli("evaluate", trained, "--data", dev, "--beam-size", "1").exit_code == 0
+    assert json.loads((trained / "eval" / "dev.tsv" / "metrics.json").read_text())["sentences"] == 1
+    assert not (trained / "eval" / "dev").exists()
 
 
 def test_python_cli_entry_from_a_checkout(trained):

@@ -17,7 +17,7 @@ from seq2seq.models.encoder import RecurrentEncoder
 from seq2seq.reporting.document import Document
 from seq2seq.reporting.gradient_flow import Probe, measure
 
-from .cli_helpers import runner
+from .cli_helpers import assert_user_error, runner
 from .test_cli_translation import tiny_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -260,6 +260,13 @@ def test_language_model_report(tmp_path, one_thread, lm_mode):
     assert len(metrics["loss_by_position"]) > 10
     names = {p.stem for p in (out / "figures").glob("*.png")}
     assert names == {"loss_by_position", "training_curves", "gradient_flow"}
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "per direction" not in markdown and " examples" not in markdown  # one-way; tokens
+    assert re.search(r"[\d,]+ tokens \([\d,]+ characters\)", markdown)
+    # `report` finds the dev split held out of train (data.dev_fraction), like evaluate
+    result = runner.invoke(app, ["report", str(run), "--split", "dev"])
+    assert result.exit_code == 0, result.output
+    assert_user_error(runner.invoke(app, ["report", str(run), "--split", "test"]), "no test data")
     result = runner.invoke(app, ["diagnose", str(run)])
     assert result.exit_code == 0, result.output
     assert len(check_report(run / "diagnose")[1]["gradient_flow"]) == 4

@@ -176,6 +176,8 @@ class EvaluateRequest:
         name = chosen.name
         for suffix in (".gz", ".tsv", ".csv", ".jsonl", ".json", ".txt"):
             name = name.removesuffix(suffix)
+        if name in ("train", "dev", "test"):  # --data dev.tsv must not share eval/dev with --split dev
+            return chosen.name
         return name or "data"
 
     def out_dir(self) -> Path:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import typer
+from rich.console import Console
 
 from ..errors import UserError
 from .app import (DEVICE_HELP, EvaluateRequest, app, check_output_file, console,
@@ -83,13 +85,15 @@ def evaluate_classification(request: EvaluateRequest) -> dict:
 
     typer.echo(f"accuracy {scores.accuracy:.2f}")
     typer.echo(f"macro_f1 {scores.macro_f1:.2f}")
-    for c, name in enumerate(names):
-        typer.echo(f"class {name}: precision {scores.precision[c]:.2f} recall "
-                   f"{scores.recall[c]:.2f} f1 {scores.f1[c]:.2f} support {scores.support[c]}")
-    typer.echo("confusion (rows gold, columns predicted: " + ", ".join(names) + ")")
-    for c, name in enumerate(names):
-        typer.echo(f"  {name}\t" + "\t".join(str(n) for n in scores.confusion[c]))
-    console.print(_tables(names, scores))
+    if sys.stdout.isatty():  # a person reads it: tables
+        Console(soft_wrap=True).print(_tables(names, scores))
+    else:  # a file or a pipe: one plain line per fact
+        for c, name in enumerate(names):
+            typer.echo(f"class {name}: precision {scores.precision[c]:.2f} recall "
+                       f"{scores.recall[c]:.2f} f1 {scores.f1[c]:.2f} support {scores.support[c]}")
+        typer.echo("confusion (rows gold, columns predicted: " + ", ".join(names) + ")")
+        for c, name in enumerate(names):
+            typer.echo(f"  {name}\t" + "\t".join(str(n) for n in scores.confusion[c]))
     console.print(f"{len(sources)} texts in {seconds:.1f} s ({len(sources) / max(seconds, 1e-9):.0f}"
                   f" texts/s); {texts.skipped} bad rows skipped, {classifier.truncated} truncated",
                   markup=False)

@@ -56,6 +56,8 @@ def report(
                                         "format [the config's test split, else dev]."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", "--output-dir",
                                           help="Report directory [RUN_DIR/report]."),
+    split: Optional[str] = typer.Option(None, help="Config data split when no file is given "
+                                        "[test if the config names one, else dev]."),
     compare_beam_size: Optional[int] = typer.Option(None, help="Translation: also decode with "
                                                     "this beam size and compare."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -65,9 +67,14 @@ def report(
     from ..pretrained import open_run
 
     _, config = open_run(run_dir)
-    split = "test" if config.data.test else "dev"
-    if data is None and not getattr(config.data, split):
-        raise UserError(f"{run_dir}: the config names no test or dev data; give --data FILE")
+    if split is None:
+        split = "test" if config.data.test else "dev"
+    if split not in SPLITS:
+        raise UserError(f"--split {split!r} is not valid (choices: {', '.join(SPLITS)})")
+    held_out = split == "dev" and config.data.dev_fraction > 0  # the tail of the training data
+    if data is None and not (getattr(config.data, split) or held_out):
+        raise UserError(f"{run_dir}: the config names no {split} data; give --data FILE or "
+                        "another --split")
     directory = output or run_dir / "report"
     request = EvaluateRequest(run_dir=run_dir, data=data, split=split, device=device,
                               output_dir=directory, report=directory,

@@ -53,6 +53,10 @@ def translate(
     if translator.truncated:
         console.print(f"note: {translator.truncated} sentence(s) longer than "
                       f"{translator.config.data.max_src_length} tokens were truncated")
+    if translator.min_length_capped:
+        console.print(f"note: for {translator.min_length_capped} sentence(s) --min-length is "
+                      "more than the output length allowed (--max-length-ratio x source length "
+                      "+ max_length_extra); they end at that limit instead")
     if n_best is None:
         text = "".join(line + "\n" for line in results)
     else:

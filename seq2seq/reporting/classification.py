@@ -134,7 +134,7 @@ def write_classification_report(directory, classifier, described: str, files: li
              f"macro-F1 {metrics['macro_f1']:.2f}% over {len(names)} labels.")
     extra = classification_sections(doc, metrics, texts, gold, probabilities, names)
     model_section(doc, model_info)
-    data_section(doc, described, metrics["texts"], file_info)
+    data_section(doc, described, f"{metrics['texts']:,} texts", file_info)
     environment_section(doc, hardware, seconds, training_seconds(run))
     training_section(doc, run, config.training.early_stopping_metric)
     flows = classification_gradient_flow(classifier, texts, gold)

@@ -72,8 +72,9 @@ def model_section(doc: Document, model_info: dict[str, Any]) -> None:
     rows = [["task", model_info["task"]], ["parameters", model_info["parameters"]],
             ["embedding size", model_info["embedding_size"]]]
     enc = model_info["encoder"]
+    per = " per direction" if enc["bidirectional"] else ""
     rows.append(["encoder", f"{enc['layers']}-layer {'bidirectional ' if enc['bidirectional'] else ''}"
-                            f"{enc['cell'].upper()}, {enc['hidden_size']} per direction"])
+                            f"{enc['cell'].upper()}, {enc['hidden_size']}{per}"])
     if "decoder" in model_info:
         dec = model_info["decoder"]
         rows.append(["decoder", f"{dec['layers']}-layer {dec['cell'].upper()}, {dec['hidden_size']}"])
@@ -89,10 +90,11 @@ def model_section(doc: Document, model_info: dict[str, Any]) -> None:
     doc.table(["", "value"], rows)
 
 
-def data_section(doc: Document, described: str, examples: int,
+def data_section(doc: Document, described: str, amount: str,
                  files: list[dict[str, Any]]) -> None:
+    """``amount``: what was evaluated, e.g. "1,000 sentences" or "20,000 tokens"."""
     doc.heading("Data evaluated")
-    doc.text(f"{described}: {examples:,} examples.")
+    doc.text(f"{described}: {amount}.")
     if files:
         doc.table(["file", "bytes", "sha256"],
                   [[f["path"], f["bytes"], f["sha256"]] for f in files])

@@ -171,7 +171,7 @@ def write_translation_report(directory, translator, described: str, files: list,
     extra = translation_sections(doc, metrics, translator, sources, references, hypotheses,
                                  comparison)
     model_section(doc, model_info)
-    data_section(doc, described, metrics["sentences"], file_info)
+    data_section(doc, described, f"{metrics['sentences']:,} sentences", file_info)
     settings_section(doc, "Decoding", metrics["decoding"])
     environment_section(doc, hardware, seconds, training_seconds(run))
     training_section(doc, run, config.training.early_stopping_metric)
