@@ -65,6 +65,10 @@ def train(
         config.training.device = device
     run = RunDirectory(run_dir or Path("runs") / config.name)
     process = ProcessInfo.from_environment()
+    if process.world_size > 1:  # until gradients are synchronised, N processes = N models
+        raise UserError(f"WORLD_SIZE={process.world_size} (torchrun): training on several "
+                        "processes is not supported yet, each would train a model of its own "
+                        "on part of the data; run a single process")
     torch_device = select_device(config.training.device)
     with contextlib.ExitStack() as locks:  # released when the command ends, in any way
         target, created = prepare_run_directory(run, resume, overwrite, process, locks)
