@@ -12,13 +12,9 @@ import yaml
 
 from .config import Config, config_from_dict
 from .errors import UserError
+from .heads import head_of
 from .tokenizers import Tokenizer, load_tokenizer
 from .training.checkpoint import RunDirectory
-
-# The command that uses each task's runs, for messages that point the user the right way.
-TASK_COMMANDS = {"translation": "translate", "classification": "classify",
-                 "language_model": "generate"}
-
 
 def open_run(run_dir: str | Path, task: str | None = None) -> tuple[RunDirectory, Config]:
     """Check ``run_dir`` is a readable run (of ``task``, if given); return it and its config."""
@@ -27,17 +23,13 @@ def open_run(run_dir: str | Path, task: str | None = None) -> tuple[RunDirectory
     found = info.get("task")
     if task is not None and found != task:
         raise UserError(f"{run.path} holds a {found} model, not a {task} model "
-                        f"(use `seq2seq {TASK_COMMANDS.get(found, 'evaluate')}`)")
+                        f"(use `seq2seq {head_of(found).command}`)")
     return run, load_run_config(run)
 
 
 def run_task(run_dir: str | Path) -> str:
-    """The task a run directory was trained for."""
-    run = RunDirectory(run_dir)
-    task = run.read_run_info().get("task")
-    if task not in TASK_COMMANDS:
-        raise UserError(f"{run.path}/run.json names an unknown task {task!r}")
-    return task
+    """The task a run directory was trained for (run.json says, and it is a known head's)."""
+    return RunDirectory(run_dir).read_run_info()["task"]
 
 
 # A run's config.yaml lists every key, so a key added later is missing only from runs written

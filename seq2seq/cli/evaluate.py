@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
+from ..heads import head_of
 from .app import DEVICE_HELP, EvaluateRequest, app, check_output_dir, user_errors
 
 SPLITS = ("train", "dev", "test")
@@ -103,13 +104,7 @@ def diagnose(
     request = EvaluateRequest(run_dir=run_dir, data=data, split="dev", device=device,
                               output_dir=output or run_dir / "diagnose")
     check_output_dir(request.out_dir(), "--output")
-    if task == "translation":
-        from .translate import diagnose_translation as diagnose_run
-    elif task == "classification":
-        from .classify import diagnose_classification as diagnose_run
-    else:
-        from .generate import diagnose_language_model as diagnose_run
-    diagnose_run(request)
+    head_of(task).load("diagnose")(request)
 
 
 def run_evaluation(request: EvaluateRequest) -> dict:
@@ -133,13 +128,7 @@ def run_evaluation(request: EvaluateRequest) -> dict:
     if task != "translation" and (request.compare_run or request.compare_beam_size):
         raise UserError("--compare-run/--compare-beam-size are for translation runs; "
                         f"{run_dir} is a {task} run")
-    if task == "translation":
-        from .translate import evaluate_translation as evaluate_run
-    elif task == "classification":
-        from .classify import evaluate_classification as evaluate_run
-    else:
-        from .generate import evaluate_language_model as evaluate_run
     if task != "translation" and (src or ref):
         raise UserError(f"--src/--ref are for translation runs; {run_dir} is a {task} run "
                         "(use --data FILE)")
-    return evaluate_run(request)
+    return head_of(task).load("evaluate")(request)

@@ -164,13 +164,10 @@ def replace_run(old: RunDirectory, new: RunDirectory) -> None:
 
 def build_task(config: Config, run, resume: bool, device, process):
     """The head's TrainingTask: loads the data, trains or loads the tokenizers, builds the model."""
-    if config.task == "translation":
-        from ..tasks.translation import TranslationTask as Task
-    elif config.task == "classification":
-        from ..tasks.classification import ClassificationTask as Task
-    else:
-        from ..tasks.language_model import LanguageModelTask as Task
-    return Task.setup(config, run, resume, device, console, process)
+    from ..heads import head_of
+
+    return head_of(config.task).load("training").setup(config, run, resume, device, console,
+                                                       process)
 
 
 def check_resumable(run, config: Config) -> None:

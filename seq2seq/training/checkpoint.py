@@ -35,13 +35,13 @@ from safetensors.torch import load_file, save_model
 from ..errors import UserError
 from ..files import (atomic_directory, atomic_path, atomic_write_text, current_umask,
                      remove_temporaries)
+from ..heads import head_of
 
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
 LOCK_FILE = "train.lock"
-TASKS = ("translation", "classification", "language_model")
 # What seq2seq itself writes into a run directory; --overwrite refuses a directory holding
 # anything else (``eval``, ``report`` and ``diagnose`` are written by those commands).
 RUN_ENTRIES = re.compile(
@@ -231,9 +231,7 @@ class RunDirectory:
         if version != FORMAT_VERSION:
             raise UserError(f"{self.path}: run directory format {version!r} is not supported by "
                             f"this seq2seq (reads format {FORMAT_VERSION})")
-        if info.get("task") not in TASKS:
-            raise UserError(f"{info_path}: unknown task {info.get('task')!r} "
-                            f"(expected one of {', '.join(TASKS)})")
+        head_of(str(info.get("task")), str(info_path))  # a task this version knows
         if not self.config_path.is_file():
             raise UserError(f"{self.path}: missing {CONFIG_FILE}")
         return info

@@ -1,0 +1,64 @@
+"""The heads in one table: what each one trains, serves, evaluates and diagnoses with.
+
+Every command that depends on the head of a run looks it up here, so a new head is one row
+(and its own modules), not an edit of every command. The parts are named as
+``"module:attribute"`` and imported only when used: the command line's start-up (``--help``)
+does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Head:
+    task: str  # the config's ``task`` and run.json's
+    description: str
+    command: str  # the command that uses its runs
+    training: str  # the trainer's TrainingTask: ``.setup(config, run, resume, device, console, process)``
+    inference: str  # the inference object: ``.from_pretrained(run_dir, device, weights)``
+    evaluate: str  # ``evaluate(request) -> metrics``: score held-out data (and write a report)
+    diagnose: str  # ``diagnose(request) -> metrics``: gradient flow through time
+
+    def load(self, part: str) -> Any:
+        """The object a part names, e.g. ``head.load("training")`` -> TranslationTask."""
+        module, name = getattr(self, part).split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+HEADS: dict[str, Head] = {
+    "translation": Head(
+        task="translation", command="translate",
+        description="many-to-many: an encoder-decoder translator, optional Bahdanau/Luong attention",
+        training="seq2seq.tasks.translation:TranslationTask",
+        inference="seq2seq.translator:Translator",
+        evaluate="seq2seq.cli.translate:evaluate_translation",
+        diagnose="seq2seq.cli.translate:diagnose_translation"),
+    "classification": Head(
+        task="classification", command="classify",
+        description="many-to-one: a text classifier over the shared encoder",
+        training="seq2seq.tasks.classification:ClassificationTask",
+        inference="seq2seq.classifier:Classifier",
+        evaluate="seq2seq.cli.classify:evaluate_classification",
+        diagnose="seq2seq.cli.classify:diagnose_classification"),
+    "language_model": Head(
+        task="language_model", command="generate",
+        description="one-to-many: a language model / text generator, optionally conditioned",
+        training="seq2seq.tasks.language_model:LanguageModelTask",
+        inference="seq2seq.generator:Generator",
+        evaluate="seq2seq.cli.generate:evaluate_language_model",
+        diagnose="seq2seq.cli.generate:diagnose_language_model"),
+}
+
+
+def head_of(task: str, where: str = "") -> Head:
+    """The head of ``task``; an unknown one is a UserError (naming ``where`` it was read)."""
+    if task not in HEADS:
+        raise UserError(f"{where + ': ' if where else ''}unknown task {task!r} "
+                        f"(expected one of {', '.join(HEADS)})")
+    return HEADS[task]

@@ -1,0 +1,30 @@
+"""The head table: every task the config accepts has one row, and every part of a row loads."""
+
+from __future__ import annotations
+
+import json
+import typing
+
+import pytest
+
+from seq2seq.config import Task
+from seq2seq.heads import HEADS, head_of
+
+from .cli_helpers import assert_user_error, run_cli
+
+
+def test_every_task_has_a_head_whose_parts_load():
+    assert set(HEADS) == set(typing.get_args(Task))
+    for task, head in HEADS.items():
+        assert head.task == task
+        assert hasattr(head.load("training"), "setup")
+        assert hasattr(head.load("inference"), "from_pretrained")
+        assert callable(head.load("evaluate")) and callable(head.load("diagnose"))
+
+
+def test_an_unknown_task_is_one_line_naming_where(tmp_path):
+    with pytest.raises(Exception, match="run.json: unknown task 'poetry'"):
+        head_of("poetry", "run.json")
+    (tmp_path / "run.json").write_text(json.dumps({"format_version": 1, "task": "poetry"}))
+    (tmp_path / "config.yaml").write_text("task: translation\n")
+    assert_user_error(run_cli("evaluate", tmp_path), "unknown task 'poetry'")
