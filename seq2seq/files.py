@@ -1,4 +1,5 @@
-"""Writing files so that a crash at any moment leaves the old file or the new one, never half.
+"""Reading text files line by line, and writing files so that a crash at any moment leaves
+the old file or the new one, never half.
 
 Temporary files and directories are created private (0600 / 0700) by the standard library;
 everything written here ends with the permissions an ordinary ``open`` or ``mkdir`` would
@@ -13,6 +14,23 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import UserError
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """Lines of a UTF-8 text file, split at "\\n" only; a decoding error names the line."""
+    if not Path(path).is_file():
+        raise UserError(f"file not found: {path}")
+    lines = []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                lines.append(raw.decode("utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError as err:
+                raise UserError(f"{path} line {number}: not valid UTF-8 (byte "
+                                f"0x{raw[err.start]:02x} at column {err.start + 1})") from None
+    return lines
 
 
 def current_umask() -> int:

@@ -22,8 +22,8 @@ class Head:
     command: str  # the command that uses its runs
     training: str  # the trainer's TrainingTask: ``.setup(config, run, resume, device, console, process)``
     inference: str  # the inference object: ``.from_pretrained(run_dir, device, weights)``
-    evaluate: str  # ``evaluate(request) -> metrics``: score held-out data (and write a report)
-    diagnose: str  # ``diagnose(request) -> metrics``: gradient flow through time
+    evaluate: str  # ``evaluate(request, out) -> metrics``: score held-out data (and report)
+    diagnose: str  # ``diagnose(request, out) -> metrics``: gradient flow through time
 
     def load(self, part: str) -> Any:
         """The object a part names, e.g. ``head.load("training")`` -> TranslationTask."""
@@ -37,22 +37,22 @@ HEADS: dict[str, Head] = {
         description="many-to-many: an encoder-decoder translator, optional Bahdanau/Luong attention",
         training="seq2seq.tasks.translation:TranslationTask",
         inference="seq2seq.translator:Translator",
-        evaluate="seq2seq.cli.translate:evaluate_translation",
-        diagnose="seq2seq.cli.translate:diagnose_translation"),
+        evaluate="seq2seq.evaluation.translation:evaluate",
+        diagnose="seq2seq.evaluation.translation:diagnose"),
     "classification": Head(
         task="classification", command="classify",
         description="many-to-one: a text classifier over the shared encoder",
         training="seq2seq.tasks.classification:ClassificationTask",
         inference="seq2seq.classifier:Classifier",
-        evaluate="seq2seq.cli.classify:evaluate_classification",
-        diagnose="seq2seq.cli.classify:diagnose_classification"),
+        evaluate="seq2seq.evaluation.classification:evaluate",
+        diagnose="seq2seq.evaluation.classification:diagnose"),
     "language_model": Head(
         task="language_model", command="generate",
         description="one-to-many: a language model / text generator, optionally conditioned",
         training="seq2seq.tasks.language_model:LanguageModelTask",
         inference="seq2seq.generator:Generator",
-        evaluate="seq2seq.cli.generate:evaluate_language_model",
-        diagnose="seq2seq.cli.generate:diagnose_language_model"),
+        evaluate="seq2seq.evaluation.language_model:evaluate",
+        diagnose="seq2seq.evaluation.language_model:diagnose"),
 }
 
 

@@ -28,3 +28,19 @@ def test_an_unknown_task_is_one_line_naming_where(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"format_version": 1, "task": "poetry"}))
     (tmp_path / "config.yaml").write_text("task: translation\n")
     assert_user_error(run_cli("evaluate", tmp_path), "unknown task 'poetry'")
+
+
+def test_evaluation_is_callable_from_python_and_quiet_by_default(tmp_path, capsys):
+    from seq2seq.evaluation import EvaluateRequest
+    from seq2seq.evaluation.translation import evaluate
+
+    from .test_reliability import translation_config
+
+    run = tmp_path / "run"
+    assert run_cli("train", translation_config(tmp_path), "--run-dir", run, "-q").exit_code == 0
+    capsys.readouterr()
+    metrics = evaluate(EvaluateRequest(run_dir=run, beam_size=1))
+    assert metrics["sentences"] == 20 and {"bleu", "chrf", "ter"} <= metrics.keys()
+    assert capsys.readouterr() == ("", "")
+    assert json.loads((run / "eval" / "test" / "metrics.json").read_text())["bleu"] == \
+        metrics["bleu"]

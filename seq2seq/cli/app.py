@@ -9,14 +9,18 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from ..errors import UserError
+from ..files import read_text_lines
+
+if TYPE_CHECKING:
+    from ..evaluation import Output
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   rich_markup_mode=None,  # help texts say "[config]" literally
@@ -53,21 +57,6 @@ def user_errors(command):
     return wrapper
 
 
-def read_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file; a decoding error names the line."""
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
-    lines = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                lines.append(raw.decode("utf-8").rstrip("\r\n"))
-            except UnicodeDecodeError as err:
-                raise UserError(f"{path} line {number}: not valid UTF-8 (byte "
-                                f"0x{raw[err.start]:02x} at column {err.start + 1})") from None
-    return lines
-
-
 def split_lines(text: str) -> list[str]:
     """Lines split at "\\n" only (with a "\\r" before it dropped), so output line i answers
     input line i: ``str.splitlines`` would also split at U+2028, U+0085, form feeds, ..."""
@@ -99,7 +88,7 @@ def read_inputs(arguments: list[str] | None, input_file: Path | None) -> list[st
                 raise UserError(f"text argument {number} is not valid UTF-8") from None
         return list(arguments)
     if input_file is not None:
-        return read_lines(input_file)
+        return read_text_lines(input_file)
     return read_stdin()
 
 
@@ -148,49 +137,13 @@ def check_output_dir(path: Path | None, option: str = "--output-dir") -> None:
     _writable_ancestor(path, option)
 
 
-@dataclass
-class EvaluateRequest:
-    """What ``seq2seq evaluate`` was asked; each head's evaluation reads the parts it needs."""
+def cli_output() -> "Output":
+    """Evaluation output for the terminal: figures on stdout, notes on stderr, tables when a
+    person reads stdout (plain lines for a file or a pipe)."""
+    from rich.console import Console
 
-    run_dir: Path
-    data: Path | None = None  # a file in the config's data format (TSV/CSV/JSONL/text)
-    split: str = "test"  # else this split of the run's config
-    src: Path | None = None  # translation: plain source and reference files
-    ref: Path | None = None
-    beam_size: int | None = None
-    length_penalty: float | None = None
-    batch_size: int | None = None
-    amp: bool | None = None  # translation: mixed-precision decoding
-    checkpoint: Path | None = None
-    device: str = "auto"
-    output_dir: Path | None = None  # default: RUN_DIR/eval/<split or file stem>
-    report: Path | None = None  # also write a Markdown + HTML report here
-    compare_run: Path | None = None  # translation report: compare with this run's translations
-    compare_beam_size: int | None = None  # ... or with this run at another beam size
+    from ..evaluation import Output
 
-    def data_name(self) -> str:
-        """A short name for the evaluated data: the split or the file's stem."""
-        chosen = self.src or self.data
-        if chosen is None:
-            return self.split
-        name = chosen.name
-        for suffix in (".gz", ".tsv", ".csv", ".jsonl", ".json", ".txt"):
-            name = name.removesuffix(suffix)
-        if name in ("train", "dev", "test"):  # --data dev.tsv must not share eval/dev with --split dev
-            return chosen.name
-        return name or "data"
-
-    def out_dir(self) -> Path:
-        return self.output_dir or self.run_dir / "eval" / self.data_name()
-
-
-def finish_diagnosis(request: EvaluateRequest, flows: list, position: str, where_loss: str,
-                     clip: float, described: str) -> dict:
-    """Every head's end of ``seq2seq diagnose``: print the curves, write the report, say where."""
-    from ..reporting.gradient_flow import print_flows, write_diagnosis
-
-    print_flows(flows, typer.echo)
-    out = request.out_dir()
-    metrics = write_diagnosis(out, request.run_dir, flows, position, where_loss, clip, described)
-    console.print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
-    return metrics
+    return Output(result=typer.echo,
+                  note=lambda text: console.print(text, markup=False, highlight=False),
+                  table=Console(soft_wrap=True).print, tables=sys.stdout.isatty())

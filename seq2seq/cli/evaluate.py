@@ -9,7 +9,8 @@ import typer
 
 from ..errors import UserError
 from ..heads import head_of
-from .app import DEVICE_HELP, EvaluateRequest, app, check_output_dir, user_errors
+from ..evaluation import EvaluateRequest
+from .app import DEVICE_HELP, app, check_output_dir, cli_output, user_errors
 
 SPLITS = ("train", "dev", "test")
 
@@ -104,7 +105,7 @@ def diagnose(
     request = EvaluateRequest(run_dir=run_dir, data=data, split="dev", device=device,
                               output_dir=output or run_dir / "diagnose")
     check_output_dir(request.out_dir(), "--output")
-    head_of(task).load("diagnose")(request)
+    head_of(task).load("diagnose")(request, cli_output())
 
 
 def run_evaluation(request: EvaluateRequest) -> dict:
@@ -131,4 +132,4 @@ def run_evaluation(request: EvaluateRequest) -> dict:
     if task != "translation" and (src or ref):
         raise UserError(f"--src/--ref are for translation runs; {run_dir} is a {task} run "
                         "(use --data FILE)")
-    return head_of(task).load("evaluate")(request)
+    return head_of(task).load("evaluate")(request, cli_output())

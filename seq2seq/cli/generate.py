@@ -1,10 +1,9 @@
-"""``seq2seq generate RUN_DIR`` and the language-model side of ``seq2seq evaluate``."""
+"""``seq2seq generate RUN_DIR``: text from a language model, streamed as it is produced."""
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -12,7 +11,7 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
-from .app import DEVICE_HELP, EvaluateRequest, app, console, finish_diagnosis, user_errors
+from .app import DEVICE_HELP, app, console, user_errors
 
 FORMATS = ("text", "jsonl")
 SAMPLE_SEPARATOR = "-" * 40  # between samples in text format
@@ -91,76 +90,3 @@ def generate(
                    "tokens": r.tokens, "finished": r.finished, "seed": r.seed}
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
     sys.stdout.flush()
-
-
-def evaluate_language_model(request: EvaluateRequest) -> dict:
-    """Perplexity, loss and bits per character of held-out text; writes metrics.json."""
-    from ..files import atomic_write_text
-    from ..generator import Generator
-
-    generator = Generator.from_pretrained(request.run_dir, device=request.device,
-                                          weights=request.checkpoint)
-    texts, files = _held_out(request, generator)
-    started = time.perf_counter()
-    if request.batch_size is not None and request.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {request.batch_size}")
-    scores = generator.score(texts, request.batch_size)
-    seconds = time.perf_counter() - started
-    typer.echo(f"perplexity {scores.ppl:.2f}, loss {scores.loss:.4f} nats/token, "
-               f"{scores.bpc:.4f} bits/character ({scores.tokens:,} tokens, "
-               f"{scores.characters:,} characters of {texts.where}) in {seconds:.1f} s")
-    metrics = {
-        "task": "language_model",
-        "data": texts.where,
-        "ppl": round(scores.ppl, 4),
-        "loss": round(scores.loss, 5),
-        "bpc": round(scores.bpc, 5),
-        "tokens": scores.tokens,
-        "characters": scores.characters,
-        "seconds": round(seconds, 3),
-    }
-    if request.report is not None:
-        from ..reporting.generation import write_generation_report
-
-        metrics = write_generation_report(request.report, generator, texts.where, files, texts,
-                                          metrics, seconds)
-        console.print(f"wrote {request.report / 'report.html'} and {request.report / 'report.md'}")
-    out = request.out_dir()
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
-    console.print(f"wrote {out / 'metrics.json'}")
-    return metrics
-
-
-def _held_out(request: EvaluateRequest, generator):
-    """(the texts, the files they came from) of --data or the config's split."""
-    from ..data.stream import load_split, load_texts
-
-    data = generator.config.data
-    if request.data is not None:
-        texts = load_texts(data, str(request.data))
-        if len(texts) == 0 or not any(t.strip() for t in texts.texts["text"]):
-            raise UserError(f"{request.data}: no text to evaluate")
-        return texts, [request.data]
-    split = request.split
-    if split == "test" and not data.test:
-        split = "dev"  # e.g. tiny Shakespeare: its only held-out text is the dev part
-        console.print("note: data.test is not set in the run's config; evaluating on the "
-                      "dev split (or give --data FILE)")
-    path = getattr(data, split) or data.train  # a dev split may be the tail of train
-    texts = load_split(data, split)
-    if len(texts) == 0:
-        raise UserError(f"{texts.where}: no text to evaluate")
-    return texts, [Path(path)]
-
-
-def diagnose_language_model(request: EvaluateRequest) -> dict:
-    """Gradient flow through time of a language model, beside fresh models of each cell type."""
-    from ..generator import Generator
-    from ..reporting.generation import FLOW_POSITION, FLOW_WHERE, lm_gradient_flow, tokenized
-
-    generator = Generator.from_pretrained(request.run_dir, device=request.device,
-                                          weights=request.checkpoint)
-    texts, _ = _held_out(request, generator)
-    flows = lm_gradient_flow(generator, tokenized(generator, texts))
-    return finish_diagnosis(request, flows, FLOW_POSITION, FLOW_WHERE,
-                            generator.config.training.clip_grad_norm, texts.where)
