@@ -22,7 +22,7 @@ from .models.classification import ClassificationModel
 from .pretrained import load_tokenizers, open_run, weights_path
 from .runtime import select_device
 from .tokenizers import Tokenizer
-from .training.checkpoint import RunDirectory, load_weights
+from .run_directory import RunDirectory, load_weights
 
 
 @torch.no_grad()

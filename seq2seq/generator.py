@@ -31,7 +31,7 @@ from .pretrained import load_tokenizers, open_run, weights_path
 from .runtime import select_device
 from .search import Hypothesis, beam_search, sample
 from .tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
-from .training.checkpoint import RunDirectory, load_weights
+from .run_directory import RunDirectory, load_weights
 
 STREAM_WINDOW = 256  # tokens per scoring step of a stream (at least data.bptt)
 STREAM_ROWS = 32  # a stream is scored as this many parallel rows (fewer for short texts)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 
-from .config import Config, config_from_dict
+from .config import Config
 from .errors import UserError
 from .heads import head_of
 from .tokenizers import Tokenizer, load_tokenizer
-from .training.checkpoint import RunDirectory
+from .run_directory import RunDirectory, load_run_config, tokenizer_names
 
 def open_run(run_dir: str | Path, task: str | None = None) -> tuple[RunDirectory, Config]:
     """Check ``run_dir`` is a readable run (of ``task``, if given); return it and its config."""
@@ -30,37 +29,6 @@ def open_run(run_dir: str | Path, task: str | None = None) -> tuple[RunDirectory
 def run_task(run_dir: str | Path) -> str:
     """The task a run directory was trained for (run.json says, and it is a known head's)."""
     return RunDirectory(run_dir).read_run_info()["task"]
-
-
-# A run's config.yaml lists every key, so a key added later is missing only from runs written
-# before it existed. Those runs were trained with the value given here (the behaviour before
-# the key existed), whatever the key's default is now.
-KEYS_ADDED_LATER = {("model", "decoder", "attentional_output"): "tanh"}
-
-
-def load_run_config(run: RunDirectory) -> Config:
-    try:
-        raw = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise UserError(f"{run.config_path}: not valid YAML") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{run.config_path}: not valid UTF-8") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{run.config_path}: expected a mapping of sections")
-    for (*sections, key), value in KEYS_ADDED_LATER.items():
-        node = raw
-        for section in sections:
-            node = node.get(section) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.setdefault(key, value)
-    return config_from_dict(raw, source=str(run.config_path))
-
-
-def tokenizer_names(config: Config) -> tuple[str, str]:
-    """File names (without extension) of the input and output tokenizers in a run."""
-    if config.task != "translation":
-        return "text", "text"
-    return ("joint", "joint") if config.tokenizer.joint else ("src", "trg")
 
 
 def load_tokenizers(run: RunDirectory, config: Config) -> tuple[Tokenizer, Tokenizer]:

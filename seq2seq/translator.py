@@ -24,7 +24,7 @@ from .runtime import mixed_precision, select_device
 from .search import (Hypothesis, SearchGroup, beam_search, greedy_search_stream,
                      max_output_lengths, start_tokens)
 from .tokenizers import BOS_ID, EOS_ID, Tokenizer
-from .training.checkpoint import RunDirectory, load_weights
+from .run_directory import RunDirectory, load_weights
 
 
 @torch.no_grad()

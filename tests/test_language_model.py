@@ -20,7 +20,7 @@ from seq2seq.models.language_model import LanguageModel
 from seq2seq.search import greedy_search
 from seq2seq.tasks.language_model import LanguageModelTask
 from seq2seq.tokenizers import EOS_ID, PAD_ID, train_tokenizer
-from seq2seq.training.checkpoint import RunDirectory
+from seq2seq.run_directory import RunDirectory
 from seq2seq.training.trainer import Trainer
 
 from .cli_helpers import assert_user_error, run_cli

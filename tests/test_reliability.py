@@ -23,7 +23,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from seq2seq.config import load_config
-from seq2seq.training.checkpoint import RunDirectory, load_weights, read_jsonl
+from seq2seq.run_directory import RunDirectory, load_weights, read_jsonl
 
 from .cli_helpers import assert_user_error, run_cli
 
@@ -134,7 +134,7 @@ def test_plain_train_refuses_a_foreign_directory(tmp_path):
 def test_a_run_being_trained_cannot_be_trained_again_but_can_be_read(trained, tmp_path):
     run = copy_run(trained, tmp_path)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from seq2seq.training.checkpoint import "
+        [sys.executable, "-c", "import sys, time; from seq2seq.run_directory import "
          "RunLock; RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)",
          str(run)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:

@@ -17,7 +17,7 @@ from seq2seq.config import config_from_dict
 from seq2seq.errors import UserError
 from seq2seq.tasks.language_model import LanguageModelTask
 from seq2seq.tokenizers import PAD_ID, train_tokenizer
-from seq2seq.training.checkpoint import RunDirectory
+from seq2seq.run_directory import RunDirectory
 from seq2seq.word_vectors import load_word_vectors, vector_words
 
 from .cli_helpers import assert_user_error, run_cli

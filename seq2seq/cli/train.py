@@ -17,7 +17,7 @@ from .app import DEVICE_HELP, app, console, user_errors
 
 if TYPE_CHECKING:
     from ..runtime import ProcessInfo
-    from ..training.checkpoint import RunDirectory
+    from ..run_directory import RunDirectory
 
 # What --resume may change: when and how long to train, what to keep, where to run. Everything
 # else fixes what the saved weights, tokenizers, optimizer state and schedule mean, or the
@@ -48,7 +48,7 @@ def train(
     """Train a model from a YAML config (the task is named in the config)."""
     from ..files import atomic_write_text
     from ..runtime import ProcessInfo, configure_threads, seed_everything, select_device
-    from ..training.checkpoint import RunDirectory
+    from ..run_directory import RunDirectory
     from ..training.trainer import Trainer, TrainingInterrupted
 
     if config_path is None:
@@ -121,7 +121,7 @@ def prepare_run_directory(run: RunDirectory, resume: bool, overwrite: bool,
     if resume:
         run.read_run_info()
     elif run.has_training():
-        from ..training.checkpoint import RunDirectory
+        from ..run_directory import RunDirectory
 
         if not overwrite:
             raise UserError(f"{run.path} already holds a training run: pass --resume to "
@@ -143,7 +143,7 @@ def prepare_run_directory(run: RunDirectory, resume: bool, overwrite: bool,
 
 def remove_abandoned_builds(run: RunDirectory) -> None:
     """Delete replacement runs that a killed --overwrite left beside ``run`` (their lock is free)."""
-    from ..training.checkpoint import RunDirectory
+    from ..run_directory import RunDirectory
 
     for path in run.path.parent.glob(f".{run.path.name}.new-*"):
         try:
@@ -172,7 +172,7 @@ def build_task(config: Config, run, resume: bool, device, process):
 
 def check_resumable(run, config: Config) -> None:
     """--resume must not change what the saved weights and tokenizers mean."""
-    from ..pretrained import load_run_config
+    from ..run_directory import load_run_config
 
     saved, new = load_run_config(run).to_dict(), config.to_dict()
     changed = [key for key in _diff(saved, new) if key != "name" and not key.startswith(tuple(f"{s}." for s in RESUMABLE_SECTIONS))

@@ -23,12 +23,12 @@ import torch
 from ..config import DataConfig
 from ..errors import UserError
 from ..files import atomic_write_text
+from ..run_directory import LABELS_FILE
 from ..tokenizers import EOS_ID, Tokenizer
 from .batching import IdColumn, pad_rows
 from .corpus import tokenizer_fingerprint
 from .loading import TextSource, datasets_quiet, load_columns
 
-LABELS_FILE = "labels.json"
 LABELS_FORMAT_VERSION = 1
 SPLITS = ("train", "dev", "test")
 

@@ -14,7 +14,7 @@ from .. import __version__
 from ..config import Config
 from ..data.loading import file_fingerprint
 from ..tokenizers import Tokenizer
-from ..training.checkpoint import RunDirectory
+from ..run_directory import RunDirectory
 from . import plots
 from .document import Document
 

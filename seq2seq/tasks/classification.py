@@ -20,11 +20,10 @@ from ..models.classification import (ClassificationModel, classification_loss,
 from ..pretrained import load_tokenizers, save_tokenizers, weights_path
 from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer, load_tokenizer, train_tokenizer
-from ..training.checkpoint import RunDirectory
+from ..run_directory import TEXT_TOKENIZER, RunDirectory
 from ..training.trainer import Validation
 from ..word_vectors import start_from_vectors, vocabulary_words
 
-TOKENIZER_NAME = "text"  # non-translation runs keep one tokenizer under this name
 
 
 class ClassificationTask:
@@ -163,11 +162,11 @@ def pretrained_tokenizer(init_from: str, run: RunDirectory,
     if task not in PRETRAINED_TASKS:
         raise UserError(f"model.init_from: {source.path} is a {task} run, not a language_model "
                         "or classification run")
-    tokenizer = load_tokenizer(source.path, TOKENIZER_NAME)
+    tokenizer = load_tokenizer(source.path, TEXT_TOKENIZER)
     weights_path(source)  # fail now, before any file is written, if there are no weights
     if process.is_main:
         for suffix in (".json", ".model"):
-            path = source.path / f"{TOKENIZER_NAME}{suffix}"
+            path = source.path / f"{TEXT_TOKENIZER}{suffix}"
             if path.is_file():
                 atomic_write_bytes(run.path / path.name, path.read_bytes())
     return tokenizer, task

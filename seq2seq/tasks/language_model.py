@@ -17,7 +17,7 @@ from ..models.translation import sequence_loss
 from ..pretrained import load_tokenizers, save_tokenizers
 from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer, train_tokenizer
-from ..training.checkpoint import RunDirectory
+from ..run_directory import RunDirectory
 from ..training.trainer import Validation
 from ..word_vectors import start_from_vectors, vocabulary_words
 

@@ -17,7 +17,7 @@ from ..models.translation import TranslationModel, sequence_loss
 from ..pretrained import load_tokenizers, save_tokenizers
 from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer
-from ..training.checkpoint import RunDirectory
+from ..run_directory import RunDirectory
 from ..training.trainer import Validation
 from ..translator import decode_ids, decoding_precision
 

@@ -30,18 +30,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from safetensors.torch import load_file, save_model
 
-from ..errors import UserError
-from ..files import (atomic_directory, atomic_path, atomic_write_text, current_umask,
+from .config import Config, config_from_dict
+
+from .errors import UserError
+from .files import (atomic_directory, atomic_path, atomic_write_text, current_umask,
                      remove_temporaries)
-from ..heads import head_of
+from .heads import head_of
 
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
 LOCK_FILE = "train.lock"
+LABELS_FILE = "labels.json"  # a classifier's label names
+CONDITIONS_FILE = "conditions.json"  # what a conditioned language model is conditioned on
+TEXT_TOKENIZER = "text"  # the one tokenizer of a classifier or language model (a translator:
+                         # "joint", or "src" + "trg")
 # What seq2seq itself writes into a run directory; --overwrite refuses a directory holding
 # anything else (``eval``, ``report`` and ``diagnose`` are written by those commands).
 RUN_ENTRIES = re.compile(
@@ -409,3 +416,35 @@ def split_validation_log(text: str) -> list[str]:
         else:
             blocks[-1] += line
     return blocks
+
+
+# A run's config.yaml lists every key, so a key added later is missing only from runs written
+# before it existed. Those runs were trained with the value given here (the behaviour before
+# the key existed), whatever the key's default is now.
+KEYS_ADDED_LATER = {("model", "decoder", "attentional_output"): "tanh"}
+
+
+def load_run_config(run: RunDirectory) -> Config:
+    """The run's config.yaml, checked like any config (keys added since filled as trained)."""
+    try:
+        raw = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise UserError(f"{run.config_path}: not valid YAML") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{run.config_path}: not valid UTF-8") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{run.config_path}: expected a mapping of sections")
+    for (*sections, key), value in KEYS_ADDED_LATER.items():
+        node = raw
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(key, value)
+    return config_from_dict(raw, source=str(run.config_path))
+
+
+def tokenizer_names(config: Config) -> tuple[str, str]:
+    """File names (without extension) of the input and output tokenizers in a run."""
+    if config.task != "translation":
+        return TEXT_TOKENIZER, TEXT_TOKENIZER
+    return ("joint", "joint") if config.tokenizer.joint else ("src", "trg")
