@@ -52,7 +52,7 @@ def train(config: Path, run_dir: Path, steps: int, overrides: list[str]) -> dict
 
 def decode(run_dir: Path, beam: int, amp: bool) -> dict:
     from seq2seq import Translator
-    from seq2seq.data.corpus import load_parallel
+    from seq2seq.data.translation import load_parallel
     from seq2seq.metrics.translation import score_translations
 
     translator = Translator.from_pretrained(run_dir, device="cpu")

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 def classify(run_dir: Path, data: Path, batch_size: int) -> dict:
     from seq2seq import Classifier
-    from seq2seq.data.labeled import encode_texts, load_labeled, load_split
+    from seq2seq.data.classification import encode_texts, load_labeled, load_split
 
     classifier = Classifier.from_pretrained(run_dir, device="cpu")
     config = classifier.config

@@ -16,7 +16,7 @@ import torch
 
 from .config import Config
 from .data.batching import IdColumn
-from .data.labeled import LabelVocabulary, encode_texts, make_classification_batch
+from .data.classification import LabelVocabulary, encode_texts, make_classification_batch
 from .errors import UserError, require_text_list
 from .models.classification import ClassificationModel
 from .pretrained import load_tokenizers, open_run, weights_path

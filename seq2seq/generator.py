@@ -21,7 +21,7 @@ import torch
 
 from .config import Config, GenerationConfig
 from .data.batching import BucketBatchSampler
-from .data.stream import (Conditions, LineCorpus, LMTexts, TokenStream, evaluation_layout,
+from .data.language_model import (Conditions, LineCorpus, LMTexts, TokenStream, evaluation_layout,
                           line_end_id, make_lines_batch, start_id, tokenize_lines,
                           tokenize_stream)
 from .errors import UserError

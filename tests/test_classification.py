@@ -20,7 +20,7 @@ from torch import nn
 
 from seq2seq import Classifier
 from seq2seq.config import ModelConfig, config_from_dict, dump_config
-from seq2seq.data.labeled import truncate
+from seq2seq.data.classification import truncate
 from seq2seq.errors import UserError
 from seq2seq.metrics.classification import classification_scores
 from seq2seq.models.classification import ClassificationModel, classification_loss

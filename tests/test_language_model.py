@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from seq2seq import Generator, runtime
 from seq2seq.config import config_from_dict, dump_config
-from seq2seq.data.stream import StreamWindows, evaluation_layout
+from seq2seq.data.language_model import StreamWindows, evaluation_layout
 from seq2seq.models.language_model import LanguageModel
 from seq2seq.search import greedy_search
 from seq2seq.tasks.language_model import LanguageModelTask

@@ -411,7 +411,7 @@ def test_an_unwritable_location_is_a_one_line_error(trained, tmp_path, monkeypat
 
 
 def test_a_csv_row_with_more_fields_than_the_header_is_an_error(tmp_path):
-    from seq2seq.data.corpus import load_parallel
+    from seq2seq.data.translation import load_parallel
 
     path = tmp_path / "pairs.csv"
     path.write_text("src,trg\nHola,Hello\nHola, amigo,Hello friend\n", encoding="utf-8")

@@ -78,7 +78,7 @@ def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict:
 
 def _labelled_data(request: EvaluateRequest, classifier):
     """(texts, their strings, gold label names, gold label ids, files read) of --data or a split."""
-    from ..data.labeled import check_labels, load_labeled, load_split
+    from ..data.classification import check_labels, load_labeled, load_split
 
     config = classifier.config
     if request.data is not None:

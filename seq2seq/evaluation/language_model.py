@@ -38,7 +38,7 @@ def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict:
         "seconds": round(seconds, 3),
     }
     if request.report is not None:
-        from ..reporting.generation import write_generation_report
+        from ..reporting.language_model import write_generation_report
 
         metrics = write_generation_report(request.report, generator, texts.where, files, texts,
                                           metrics, seconds)
@@ -51,7 +51,7 @@ def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict:
 
 def _held_out(request: EvaluateRequest, generator, out: Output):
     """(the texts, the files they came from) of --data or the config's split."""
-    from ..data.stream import load_split, load_texts
+    from ..data.language_model import load_split, load_texts
 
     data = generator.config.data
     if request.data is not None:
@@ -74,7 +74,7 @@ def _held_out(request: EvaluateRequest, generator, out: Output):
 def diagnose(request: EvaluateRequest, out: Output = QUIET) -> dict:
     """Gradient flow through time of a language model, beside fresh models of each cell type."""
     from ..generator import Generator
-    from ..reporting.generation import FLOW_POSITION, FLOW_WHERE, lm_gradient_flow, tokenized
+    from ..reporting.language_model import FLOW_POSITION, FLOW_WHERE, lm_gradient_flow, tokenized
 
     generator = Generator.from_pretrained(request.run_dir, device=request.device,
                                           weights=request.checkpoint)

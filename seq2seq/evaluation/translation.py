@@ -64,7 +64,7 @@ def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict:
 
 def _read_test_data(request: EvaluateRequest, config):
     """(sources, references, description, files) of --src/--ref, --data or the config's split."""
-    from ..data.corpus import load_parallel
+    from ..data.translation import load_parallel
 
     if (request.src is None) != (request.ref is None):
         raise UserError("give both --src and --ref, or neither (to use --data or a config split)")

@@ -80,7 +80,7 @@ def classification_probe(classifier, model, texts: list[str], gold: np.ndarray, 
     """A gradient-flow probe on the longest texts: the loss is the classification loss, x_t the
     embedded tokens."""
     from ..data.batching import IdColumn
-    from ..data.labeled import encode_texts, make_classification_batch
+    from ..data.classification import encode_texts, make_classification_batch
     from ..models.classification import classification_loss
     from .gradient_flow import Probe
 

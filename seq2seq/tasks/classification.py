@@ -9,7 +9,7 @@ from rich.console import Console
 from ..classifier import class_probabilities
 from ..config import Config
 from ..data.batching import BucketBatchSampler
-from ..data.labeled import (ClassificationBatch, LabeledCorpus, LabelVocabulary, check_labels,
+from ..data.classification import (ClassificationBatch, LabeledCorpus, LabelVocabulary, check_labels,
                             label_names, load_train_dev, make_classification_batch,
                             tokenize_labeled)
 from ..errors import UserError

@@ -8,7 +8,7 @@ from rich.console import Console
 
 from ..config import Config
 from ..data.batching import BucketBatchSampler
-from ..data.stream import (Conditions, LineCorpus, LinesBatch, StreamBatch, StreamWindows,
+from ..data.language_model import (Conditions, LineCorpus, LinesBatch, StreamBatch, StreamWindows,
                            TokenStream, Window, load_train_dev, make_lines_batch, tokenize_lines,
                            tokenize_stream, tokenizer_texts)
 from ..generator import STREAM_WINDOW, Generator, score_lines, score_stream

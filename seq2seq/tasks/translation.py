@@ -11,7 +11,7 @@ from rich.console import Console
 
 from ..config import Config
 from ..data.batching import BucketBatchSampler, TranslationBatch, make_translation_batch
-from ..data.corpus import ParallelCorpus, load_parallel, tokenize_parallel, train_tokenizers
+from ..data.translation import ParallelCorpus, load_parallel, tokenize_parallel, train_tokenizers
 from ..metrics.translation import score_translations
 from ..models.translation import TranslationModel, sequence_loss
 from ..pretrained import load_tokenizers, save_tokenizers

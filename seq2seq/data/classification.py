@@ -26,7 +26,7 @@ from ..files import atomic_write_text
 from ..run_directory import LABELS_FILE
 from ..tokenizers import EOS_ID, Tokenizer
 from .batching import IdColumn, pad_rows
-from .corpus import tokenizer_fingerprint
+from .translation import tokenizer_fingerprint
 from .loading import TextSource, datasets_quiet, load_columns
 
 LABELS_FORMAT_VERSION = 1

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.stream import make_lines_batch, tokenize_lines, tokenize_stream
+from ..data.language_model import make_lines_batch, tokenize_lines, tokenize_stream
 from . import plots
 from .document import Document
 
