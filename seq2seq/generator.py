@@ -26,7 +26,7 @@ from .data.language_model import (Conditions, LineCorpus, LMTexts, TokenStream, 
                           tokenize_stream)
 from .errors import UserError
 from .models.language_model import LanguageModel, LMState
-from .models.translation import sequence_loss
+from .models.functional import sequence_loss
 from .pretrained import load_tokenizers, open_run, weights_path
 from .runtime import select_device
 from .search import Hypothesis, beam_search, sample

@@ -14,7 +14,7 @@ functions written for CPU speed, numerically identical in meaning to torch's:
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Protocol
 
 import torch
 
@@ -122,3 +122,29 @@ def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor,
     if target.numel() > logits.size(0):
         raise ValueError(f"{target.numel()} targets for {logits.size(0)} rows of scores")
     return _CrossEntropySum.apply(logits, target, label_smoothing)
+
+
+class ProjectsToVocabulary(Protocol):
+    """A model with an output layer: the translation decoder's, the language model's."""
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor: ...
+
+
+def sequence_loss(model: ProjectsToVocabulary, features: torch.Tensor, targets: torch.Tensor,
+                  label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Summed cross-entropy over the real (non-pad) target tokens.
+
+    Only non-pad positions are projected to the vocabulary: the output layer is the most
+    expensive matrix product of the model, so padding is dropped before it. Under autocast
+    the kept rows are padded with zero rows to a multiple of ``AUTOCAST_ROW_MULTIPLE`` (see
+    ``pad_to_row_multiple``); the loss skips those rows and gives them no gradient.
+    Returns (loss_sum for backprop, nll_sum without smoothing for reporting, token count).
+    """
+    keep = targets != PAD_ID
+    rows = features[keep]
+    if torch.is_autocast_enabled(rows.device.type):
+        rows = pad_to_row_multiple(rows, AUTOCAST_ROW_MULTIPLE)
+    logits = model.logits(rows).float()
+    gold = targets[keep]
+    loss, nll = cross_entropy_sum(logits, gold, label_smoothing)
+    return loss, nll, int(gold.numel())

@@ -11,8 +11,7 @@ from ..tokenizers import PAD_ID
 from .attention import build_attention
 from .decoder import DecoderState, RecurrentDecoder
 from .encoder import RecurrentEncoder
-from .functional import (AUTOCAST_ROW_MULTIPLE, Dropout, cross_entropy_sum, init_weights,
-                         pad_to_row_multiple)
+from .functional import Dropout, init_weights
 
 
 class Bridge(nn.Module):
@@ -137,23 +136,3 @@ class TranslationModel(nn.Module):
         """[N] previous tokens -> log-probabilities [N, V], new state, attention [N, S]."""
         output, state, weights = self.decoder.step(self.trg_embed(tokens), state)
         return F.log_softmax(self.logits(output).float(), dim=-1), state, weights
-
-
-def sequence_loss(model: TranslationModel, features: torch.Tensor, targets: torch.Tensor,
-                  label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Summed cross-entropy over the real (non-pad) target tokens.
-
-    Only non-pad positions are projected to the vocabulary: the output layer is the most
-    expensive matrix product of the model, so padding is dropped before it. Under autocast
-    the kept rows are padded with zero rows to a multiple of ``AUTOCAST_ROW_MULTIPLE`` (see
-    ``pad_to_row_multiple``); the loss skips those rows and gives them no gradient.
-    Returns (loss_sum for backprop, nll_sum without smoothing for reporting, token count).
-    """
-    keep = targets != PAD_ID
-    rows = features[keep]
-    if torch.is_autocast_enabled(rows.device.type):
-        rows = pad_to_row_multiple(rows, AUTOCAST_ROW_MULTIPLE)
-    logits = model.logits(rows).float()
-    gold = targets[keep]
-    loss, nll = cross_entropy_sum(logits, gold, label_smoothing)
-    return loss, nll, int(gold.numel())

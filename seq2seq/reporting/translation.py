@@ -189,7 +189,7 @@ def translation_probe(config, model, src_tokenizer, trg_tokenizer, sources: list
     """A gradient-flow probe on the ``count`` longest source sentences: the loss is the
     teacher-forced target loss, x_t the embedded source tokens."""
     from ..data.batching import IdColumn, make_translation_batch
-    from ..models.translation import sequence_loss
+    from ..models.functional import sequence_loss
     from .gradient_flow import Probe
 
     src_ids = [ids[: config.data.max_src_length - 1] for ids in src_tokenizer.encode_batch(sources)]

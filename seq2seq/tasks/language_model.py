@@ -13,7 +13,7 @@ from ..data.language_model import (Conditions, LineCorpus, LinesBatch, StreamBat
                            tokenize_stream, tokenizer_texts)
 from ..generator import STREAM_WINDOW, Generator, score_lines, score_stream
 from ..models.language_model import LanguageModel, LMState
-from ..models.translation import sequence_loss
+from ..models.functional import sequence_loss
 from ..pretrained import load_tokenizers, save_tokenizers
 from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer, train_tokenizer

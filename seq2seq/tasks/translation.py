@@ -13,7 +13,8 @@ from ..config import Config
 from ..data.batching import BucketBatchSampler, TranslationBatch, make_translation_batch
 from ..data.translation import ParallelCorpus, load_parallel, tokenize_parallel, train_tokenizers
 from ..metrics.translation import score_translations
-from ..models.translation import TranslationModel, sequence_loss
+from ..models.functional import sequence_loss
+from ..models.translation import TranslationModel
 from ..pretrained import load_tokenizers, save_tokenizers
 from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer
