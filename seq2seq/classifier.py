@@ -20,9 +20,9 @@ from .data.classification import LabelVocabulary, encode_texts, make_classificat
 from .errors import UserError, require_text_list
 from .models.classification import ClassificationModel
 from .pretrained import load_tokenizers, open_run, weights_path
+from .run_directory import RunDirectory, load_weights
 from .runtime import select_device
 from .tokenizers import Tokenizer
-from .run_directory import RunDirectory, load_weights
 
 
 @torch.no_grad()

@@ -21,17 +21,26 @@ import torch
 
 from .config import Config, GenerationConfig
 from .data.batching import BucketBatchSampler
-from .data.language_model import (Conditions, LineCorpus, LMTexts, TokenStream, evaluation_layout,
-                          line_end_id, make_lines_batch, start_id, tokenize_lines,
-                          tokenize_stream)
+from .data.language_model import (
+    Conditions,
+    LineCorpus,
+    LMTexts,
+    TokenStream,
+    evaluation_layout,
+    line_end_id,
+    make_lines_batch,
+    start_id,
+    tokenize_lines,
+    tokenize_stream,
+)
 from .errors import UserError
-from .models.language_model import LanguageModel, LMState
 from .models.functional import sequence_loss
+from .models.language_model import LanguageModel, LMState
 from .pretrained import load_tokenizers, open_run, weights_path
+from .run_directory import RunDirectory, load_weights
 from .runtime import select_device
 from .search import Hypothesis, beam_search, sample
 from .tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
-from .run_directory import RunDirectory, load_weights
 
 STREAM_WINDOW = 256  # tokens per scoring step of a stream (at least data.bptt)
 STREAM_ROWS = 32  # a stream is scored as this many parallel rows (fewer for short texts)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from .config import Config
 from .errors import UserError
 from .heads import head_of
-from .tokenizers import Tokenizer, load_tokenizer
 from .run_directory import RunDirectory, load_run_config, tokenizer_names
+from .tokenizers import Tokenizer, load_tokenizer
+
 
 def open_run(run_dir: str | Path, task: str | None = None) -> tuple[RunDirectory, Config]:
     """Check ``run_dir`` is a readable run (of ``task``, if given); return it and its config."""

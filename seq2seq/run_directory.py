@@ -34,10 +34,14 @@ import yaml
 from safetensors.torch import load_file, save_model
 
 from .config import Config, config_from_dict
-
 from .errors import UserError
-from .files import (atomic_directory, atomic_path, atomic_write_text, current_umask,
-                     remove_temporaries)
+from .files import (
+    atomic_directory,
+    atomic_path,
+    atomic_write_text,
+    current_umask,
+    remove_temporaries,
+)
 from .heads import head_of
 
 FORMAT_VERSION = 1

@@ -18,13 +18,19 @@ from .config import Config, DecodingConfig, config_from_dict
 from .data.batching import BucketBatchSampler, IdColumn, make_translation_batch
 from .errors import UserError, require_text_list
 from .models.translation import TranslationModel
-from .pretrained import load_tokenizers, open_run, weights_path
 from .precision import PrecisionChoice, probe_rows, resolve_mixed_precision
-from .runtime import mixed_precision, select_device
-from .search import (Hypothesis, SearchGroup, beam_search, greedy_search_stream,
-                     max_output_lengths, start_tokens)
-from .tokenizers import BOS_ID, EOS_ID, Tokenizer
+from .pretrained import load_tokenizers, open_run, weights_path
 from .run_directory import RunDirectory, load_weights
+from .runtime import mixed_precision, select_device
+from .search import (
+    Hypothesis,
+    SearchGroup,
+    beam_search,
+    greedy_search_stream,
+    max_output_lengths,
+    start_tokens,
+)
+from .tokenizers import BOS_ID, EOS_ID, Tokenizer
 
 
 @torch.no_grad()

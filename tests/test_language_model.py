@@ -115,7 +115,7 @@ class ResetEveryWindow(LanguageModelTask):
     """The control: truncated BPTT that forgets the state at every window."""
 
     def loss(self, batch, step):
-        self.carried = None
+        self.mode.carried = None
         return super().loss(batch, step)
 
 

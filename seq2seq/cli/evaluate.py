@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
-from ..heads import head_of
 from ..evaluation import EvaluateRequest
+from ..heads import head_of
 from .app import DEVICE_HELP, app, check_output_dir, cli_output, user_errors
 
 SPLITS = ("train", "dev", "test")

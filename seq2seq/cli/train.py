@@ -16,8 +16,8 @@ from ..errors import UserError
 from .app import DEVICE_HELP, app, console, user_errors
 
 if TYPE_CHECKING:
-    from ..runtime import ProcessInfo
     from ..run_directory import RunDirectory
+    from ..runtime import ProcessInfo
 
 # What --resume may change: when and how long to train, what to keep, where to run. Everything
 # else fixes what the saved weights, tokenizers, optimizer state and schedule mean, or the
@@ -47,8 +47,8 @@ def train(
 ) -> None:
     """Train a model from a YAML config (the task is named in the config)."""
     from ..files import atomic_write_text
-    from ..runtime import ProcessInfo, configure_threads, seed_everything, select_device
     from ..run_directory import RunDirectory
+    from ..runtime import ProcessInfo, configure_threads, seed_everything, select_device
     from ..training.trainer import Trainer, TrainingInterrupted
 
     if config_path is None:

@@ -7,8 +7,15 @@ from typing import Optional
 
 import typer
 
-from .app import (DEVICE_HELP, app, check_output_file, console, read_inputs, user_errors,
-                  write_output)
+from .app import (
+    DEVICE_HELP,
+    app,
+    check_output_file,
+    console,
+    read_inputs,
+    user_errors,
+    write_output,
+)
 
 
 @app.command()

@@ -26,8 +26,8 @@ from ..files import atomic_write_text
 from ..run_directory import LABELS_FILE
 from ..tokenizers import EOS_ID, Tokenizer
 from .batching import IdColumn, pad_rows
-from .translation import tokenizer_fingerprint
 from .loading import TextSource, datasets_quiet, load_columns
+from .translation import tokenizer_fingerprint
 
 LABELS_FORMAT_VERSION = 1
 SPLITS = ("train", "dev", "test")

@@ -35,8 +35,8 @@ from ..files import atomic_write_text
 from ..run_directory import CONDITIONS_FILE
 from ..tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from .batching import IdColumn, pad_rows
-from .translation import tokenizer_fingerprint
 from .loading import TextSource, datasets_quiet, load_columns, resolve_format
+from .translation import tokenizer_fingerprint
 
 CONDITIONS_FORMAT_VERSION = 1
 SPLITS = ("train", "dev", "test")

@@ -120,8 +120,7 @@ def _tables(names, scores):
 def diagnose(request: EvaluateRequest, out: Output = QUIET) -> dict:
     """Gradient flow through time of a classifier, beside fresh models of each cell type."""
     from ..classifier import Classifier
-    from ..reporting.classification import (FLOW_POSITION, FLOW_WHERE,
-                                            classification_gradient_flow)
+    from ..reporting.classification import FLOW_POSITION, FLOW_WHERE, classification_gradient_flow
 
     classifier = Classifier.from_pretrained(request.run_dir, device=request.device,
                                             weights=request.checkpoint)

@@ -120,8 +120,16 @@ def write_classification_report(directory, classifier, described: str, files: li
                                 texts: list[str], gold: np.ndarray, probabilities: np.ndarray,
                                 metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Write report.md / report.html / metrics.json for one evaluated data set."""
-    from .common import (data_section, describe_files, describe_hardware, describe_model,
-                         environment_section, model_section, training_section, training_seconds)
+    from .common import (
+        data_section,
+        describe_files,
+        describe_hardware,
+        describe_model,
+        environment_section,
+        model_section,
+        training_seconds,
+        training_section,
+    )
     from .gradient_flow import flow_section
 
     run, config = classifier.run, classifier.config

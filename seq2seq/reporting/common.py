@@ -13,8 +13,8 @@ import torch
 from .. import __version__
 from ..config import Config
 from ..data.loading import file_fingerprint
-from ..tokenizers import Tokenizer
 from ..run_directory import RunDirectory
+from ..tokenizers import Tokenizer
 from . import plots
 from .document import Document
 

@@ -145,8 +145,16 @@ FLOW_WHERE = (f"{PROBE_SEQUENCES} sequences of the data ({PROBE_LENGTH}-token st
 def write_generation_report(directory, generator, described: str, files: list, texts,
                             metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Write report.md / report.html / metrics.json for one evaluated text."""
-    from .common import (data_section, describe_files, describe_hardware, describe_model,
-                         environment_section, model_section, training_section, training_seconds)
+    from .common import (
+        data_section,
+        describe_files,
+        describe_hardware,
+        describe_model,
+        environment_section,
+        model_section,
+        training_seconds,
+        training_section,
+    )
     from .gradient_flow import flow_section
 
     run, config = generator.run, generator.config

@@ -152,9 +152,17 @@ def write_translation_report(directory, translator, described: str, files: list,
                              comparison: Comparison | None = None) -> dict[str, Any]:
     """Write report.md / report.html / metrics.json for one evaluated test set; return the
     metrics written (the printed ones plus what the report adds)."""
-    from .common import (data_section, describe_files, describe_hardware, describe_model,
-                         environment_section, model_section, settings_section, training_section,
-                         training_seconds)
+    from .common import (
+        data_section,
+        describe_files,
+        describe_hardware,
+        describe_model,
+        environment_section,
+        model_section,
+        settings_section,
+        training_seconds,
+        training_section,
+    )
     from .gradient_flow import flow_section
 
     run = translator.run

@@ -9,21 +9,26 @@ from rich.console import Console
 from ..classifier import class_probabilities
 from ..config import Config
 from ..data.batching import BucketBatchSampler
-from ..data.classification import (ClassificationBatch, LabeledCorpus, LabelVocabulary, check_labels,
-                            label_names, load_train_dev, make_classification_batch,
-                            tokenize_labeled)
+from ..data.classification import (
+    ClassificationBatch,
+    LabeledCorpus,
+    LabelVocabulary,
+    check_labels,
+    label_names,
+    load_train_dev,
+    make_classification_batch,
+    tokenize_labeled,
+)
 from ..errors import UserError
 from ..files import atomic_write_bytes
 from ..metrics.classification import classification_scores
-from ..models.classification import (ClassificationModel, classification_loss,
-                                     copy_encoder_weights)
+from ..models.classification import ClassificationModel, classification_loss, copy_encoder_weights
 from ..pretrained import load_tokenizers, save_tokenizers, weights_path
+from ..run_directory import TEXT_TOKENIZER, RunDirectory
 from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer, load_tokenizer, train_tokenizer
-from ..run_directory import TEXT_TOKENIZER, RunDirectory
 from ..training.trainer import Validation
 from ..word_vectors import start_from_vectors, vocabulary_words
-
 
 
 class ClassificationTask:

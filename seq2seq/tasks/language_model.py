@@ -8,16 +8,27 @@ from rich.console import Console
 
 from ..config import Config
 from ..data.batching import BucketBatchSampler
-from ..data.language_model import (Conditions, LineCorpus, LinesBatch, StreamBatch, StreamWindows,
-                           TokenStream, Window, load_train_dev, make_lines_batch, tokenize_lines,
-                           tokenize_stream, tokenizer_texts)
-from ..generator import STREAM_WINDOW, Generator, score_lines, score_stream
-from ..models.language_model import LanguageModel, LMState
+from ..data.language_model import (
+    Conditions,
+    LineCorpus,
+    LinesBatch,
+    StreamBatch,
+    StreamWindows,
+    TokenStream,
+    Window,
+    load_train_dev,
+    make_lines_batch,
+    tokenize_lines,
+    tokenize_stream,
+    tokenizer_texts,
+)
+from ..generator import STREAM_WINDOW, Generator, Perplexity, score_lines, score_stream
 from ..models.functional import sequence_loss
+from ..models.language_model import LanguageModel, LMState
 from ..pretrained import load_tokenizers, save_tokenizers
+from ..run_directory import RunDirectory
 from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer, train_tokenizer
-from ..run_directory import RunDirectory
 from ..training.trainer import Validation
 from ..word_vectors import start_from_vectors, vocabulary_words
 
@@ -25,12 +36,91 @@ SAMPLE_TOKENS = {"char": 240}  # tokens of the sample shown at each validation (
 SAMPLE_CONDITIONS = 3  # conditioned models: one sample for each of the first few labels
 
 
-class LanguageModelTask:
-    """Implements the trainer's TrainingTask protocol for a LanguageModel.
+class StreamMode:
+    """``lm_mode: stream``: one running text cut into truncated-BPTT windows. The hidden state
+    after each window is kept (detached) and fed to the next window of the epoch; it is part
+    of ``state_dict()`` so a resumed run continues exactly."""
 
-    In stream mode the hidden state after each window is kept (detached) and fed to the next
-    window of the epoch; it is part of ``state_dict()`` so a resumed run continues exactly.
-    """
+    def __init__(self, config: Config, train: TokenStream, device: torch.device,
+                 process: ProcessInfo) -> None:
+        t = config.training
+        self.windows = StreamWindows(train.ids, t.batch_size, config.data.bptt, seed=t.seed,
+                                     rank=process.rank, world_size=process.world_size,
+                                     where=config.data.train)
+        self.window = max(STREAM_WINDOW, config.data.bptt)  # for scoring the dev text
+        self.device = device
+        self.carried: LMState | None = None  # the state after the last window
+
+    def batches(self, epoch: int) -> list[Window]:
+        return self.windows.epoch_windows(epoch)
+
+    def make_batch(self, window: Window, device: torch.device) -> StreamBatch:
+        return self.windows.batch(window).to(device)
+
+    def features(self, model: LanguageModel, batch: StreamBatch) -> torch.Tensor:
+        # Each epoch starts from a zero state; later windows continue from the previous one.
+        state = None if batch.window == 0 else self.carried
+        features, final = model(batch.inputs, state)
+        self.carried = final.detach()
+        return features
+
+    def score(self, model: LanguageModel, dev: TokenStream) -> Perplexity:
+        return score_stream(model, dev, self.device, window=self.window)
+
+    def state_dict(self) -> dict:
+        if self.carried is None:
+            return {}
+        state = {"hidden": self.carried.hidden.cpu()}
+        if self.carried.cell is not None:
+            state["cell"] = self.carried.cell.cpu()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            self.carried = None
+            return
+        cell = state.get("cell")
+        self.carried = LMState(state["hidden"].to(self.device),
+                               None if cell is None else cell.to(self.device))
+
+
+class LinesMode:
+    """``lm_mode: lines``: separate lines (each with its condition, if any), length-bucketed;
+    every line starts from the initial state, so nothing carries between batches."""
+
+    def __init__(self, config: Config, train: LineCorpus, device: torch.device,
+                 process: ProcessInfo) -> None:
+        t = config.training
+        self.train = train
+        self.sampler = BucketBatchSampler(
+            train.ids.lengths()[train.rows], batch_size=t.batch_size,
+            batch_tokens=t.batch_tokens, shuffle=True, seed=t.seed, rank=process.rank,
+            world_size=process.world_size)
+        self.device = device
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        return self.sampler.epoch_batches(epoch)
+
+    def make_batch(self, indices: np.ndarray, device: torch.device) -> LinesBatch:
+        return make_lines_batch(self.train, self.train.rows[indices]).to(device)
+
+    def features(self, model: LanguageModel, batch: LinesBatch) -> torch.Tensor:
+        features, _ = model(batch.inputs, None, batch.conditions)
+        return features
+
+    def score(self, model: LanguageModel, dev: LineCorpus) -> Perplexity:
+        return score_lines(model, dev, self.device)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class LanguageModelTask:
+    """Implements the trainer's TrainingTask protocol for a LanguageModel; how the text is cut
+    into batches is its ``mode`` (StreamMode or LinesMode)."""
 
     unit = "tokens"  # predicted tokens, line ends included
 
@@ -44,20 +134,10 @@ class LanguageModelTask:
         self.tokenizer = tokenizer
         self.conditions = conditions
         self.device = device
-        self.stream = config.data.lm_mode == "stream"
         self.model = LanguageModel(config.model, tokenizer.vocab_size,
                                    conditions.inputs if conditions else 0).to(device)
-        t = config.training
-        if self.stream:
-            self.windows = StreamWindows(train.ids, t.batch_size, config.data.bptt, seed=t.seed,
-                                         rank=process.rank, world_size=process.world_size,
-                                         where=config.data.train)
-        else:
-            self.sampler = BucketBatchSampler(
-                train.ids.lengths()[train.rows], batch_size=t.batch_size,
-                batch_tokens=t.batch_tokens, shuffle=True, seed=t.seed, rank=process.rank,
-                world_size=process.world_size)
-        self.carried: LMState | None = None  # stream mode: the state after the last window
+        mode = StreamMode if config.data.lm_mode == "stream" else LinesMode
+        self.mode: StreamMode | LinesMode = mode(config, train, device, process)
 
     @classmethod
     def setup(cls, config: Config, run: RunDirectory, resume: bool, device: torch.device,
@@ -108,38 +188,23 @@ class LanguageModelTask:
     # ---- the TrainingTask protocol ----
 
     def train_batches(self, epoch: int) -> list[Window] | list[np.ndarray]:
-        if self.stream:
-            return self.windows.epoch_windows(epoch)
-        return self.sampler.epoch_batches(epoch)
+        return self.mode.batches(epoch)
 
     def make_batch(self, indices: Window | np.ndarray,
                    device: torch.device) -> StreamBatch | LinesBatch:
-        if self.stream:
-            return self.windows.batch(indices).to(device)
-        return make_lines_batch(self.train, self.train.rows[indices]).to(device)
+        return self.mode.make_batch(indices, device)
 
     def loss(self, batch: StreamBatch | LinesBatch, step: int
              ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        smoothing = self.config.training.label_smoothing
-        if not self.stream:
-            features, _ = self.model(batch.inputs, None, batch.conditions)
-            return sequence_loss(self.model, features, batch.targets, smoothing)
-        # Each epoch starts from a zero state; later windows continue from the previous one.
-        state = None if batch.window == 0 else self.carried
-        features, final = self.model(batch.inputs, state)
-        self.carried = final.detach()
-        return sequence_loss(self.model, features, batch.targets, smoothing)
+        features = self.mode.features(self.model, batch)
+        return sequence_loss(self.model, features, batch.targets,
+                             self.config.training.label_smoothing)
 
     @torch.no_grad()
     def validate(self) -> Validation:
         """Perplexity, loss (nats per token) and bits per character on the dev text, and a
         short generated sample."""
-        if self.stream:
-            window = max(STREAM_WINDOW, self.config.data.bptt)
-            scores = score_stream(self.model, self.dev, self.device, window=window)
-        else:
-            scores = score_lines(self.model, self.dev, self.device)
-        return Validation(scores.metrics(), self.sample_lines())
+        return Validation(self.mode.score(self.model, self.dev).metrics(), self.sample_lines())
 
     def sample_lines(self) -> list[str]:
         """A short sample (seeded: comparable from one validation to the next) for the log."""
@@ -159,21 +224,11 @@ class LanguageModelTask:
             lines += [heading, *(f"  {line}" for line in found.text.splitlines())]
         return lines
 
-    # ---- state outside the model (stream mode) ----
+    # ---- state outside the model (the stream's carried state) ----
 
     def state_dict(self) -> dict:
-        """The carried hidden state (stream mode), so a resumed run continues exactly."""
-        if self.carried is None:
-            return {}
-        state = {"hidden": self.carried.hidden.cpu()}
-        if self.carried.cell is not None:
-            state["cell"] = self.carried.cell.cpu()
-        return state
+        """What the mode carries between batches, so a resumed run continues exactly."""
+        return self.mode.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        if not state:
-            self.carried = None
-            return
-        cell = state.get("cell")
-        self.carried = LMState(state["hidden"].to(self.device),
-                               None if cell is None else cell.to(self.device))
+        self.mode.load_state_dict(state)

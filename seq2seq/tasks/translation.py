@@ -16,9 +16,9 @@ from ..metrics.translation import score_translations
 from ..models.functional import sequence_loss
 from ..models.translation import TranslationModel
 from ..pretrained import load_tokenizers, save_tokenizers
+from ..run_directory import RunDirectory
 from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer
-from ..run_directory import RunDirectory
 from ..training.trainer import Validation
 from ..translator import decode_ids, decoding_precision
 

@@ -23,8 +23,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from ..config import TrainingConfig
 from ..errors import UserError
 from ..precision import probe_rows, resolve_mixed_precision
-from ..runtime import ProcessInfo, cpu_has_native_bf16, mixed_precision
 from ..run_directory import RunDirectory, average_weights, save_weights
+from ..runtime import ProcessInfo, cpu_has_native_bf16, mixed_precision
 from .optim import LearningRateSchedule, build_optimizer
 
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "accuracy": True, "macro_f1": True,
