@@ -45,18 +45,18 @@ class DataConfig:
     (``format: text``) is one example per line, or one continuous stream for a language model.
     """
 
-    train: str = ""
-    dev: str = ""
-    test: str = ""
-    format: Literal["auto", "tsv", "csv", "jsonl", "text", "hub"] = "auto"
-    header: bool = True
-    hub_name: str = ""
-    hub_config: str = ""
+    train: str = ""  # training data: a file (or a plain-text pair's prefix, or a hub split)
+    dev: str = ""  # validation data (language models and classifiers may use dev_fraction)
+    test: str = ""  # held-out data for `seq2seq evaluate` and reports
+    format: Literal["auto", "tsv", "csv", "jsonl", "text", "hub"] = "auto"  # auto: by file suffix
+    header: bool = True  # tsv/csv: the first line names the columns
+    hub_name: str = ""  # format hub: a Hugging Face datasets name (needs network access)
+    hub_config: str = ""  # format hub: the dataset's configuration name
     # translation
-    src: Field = "src"
-    trg: Field = "trg"
+    src: Field = "src"  # translation: the source column (or, for a plain-text pair, suffix)
+    trg: Field = "trg"  # translation: the target column (or suffix)
     max_src_length: int = 100  # in tokens; longer sentences are truncated (and counted)
-    max_trg_length: int = 100
+    max_trg_length: int = 100  # in tokens; longer targets are truncated (and counted)
     dev_max_sentences: int = 0  # validate on the first N dev sentences (0 = all)
     # classification and language modelling
     text: Field = "text"  # the text column (not used for plain text files)
@@ -73,36 +73,36 @@ class DataConfig:
 
 @dataclass
 class TokenizerConfig:
-    kind: Literal["sentencepiece", "char", "word"] = "sentencepiece"
-    model_type: Literal["unigram", "bpe"] = "unigram"
-    vocab_size: int = 8000
+    kind: Literal["sentencepiece", "char", "word"] = "sentencepiece"  # subwords, characters or words
+    model_type: Literal["unigram", "bpe"] = "unigram"  # sentencepiece: its algorithm
+    vocab_size: int = 8000  # at most this many ids, the 4 specials included
     joint: bool = True  # one vocabulary for source and target (needed to share embeddings)
     min_freq: int = 1  # char/word: drop rarer symbols
-    lowercase: bool = False
+    lowercase: bool = False  # lowercase all text first
     max_sentences: int = 1_000_000  # sentencepiece trains on at most this many sentences
     add_vector_words: bool = False  # word: also take the words of model.pretrained_embeddings
 
 
 @dataclass
 class EncoderConfig:
-    cell: Cell = "gru"
+    cell: Cell = "gru"  # the recurrent cell
     hidden_size: int = 256  # per direction
-    layers: int = 1
-    bidirectional: bool = True
+    layers: int = 1  # stacked layers
+    bidirectional: bool = True  # read both ways (not for a language model)
     dropout: float = 0.2  # between layers
 
 
 @dataclass
 class DecoderConfig:
-    cell: Cell = "gru"
-    hidden_size: int = 512
-    layers: int = 1
-    attention: Literal["none", "bahdanau", "luong"] = "bahdanau"
-    luong_score: Literal["dot", "general", "concat"] = "general"
-    input_feeding: bool = True
-    # attentional output a_t from [h_t; c_t]: W [h; c] with no squashing, as OpenNMT-py does,
-    # or tanh(W [h; c]) as in Luong et al. (2015), which learns much more slowly (BENCHMARKS.md)
-    attentional_output: Literal["linear", "tanh"] = "linear"
+    cell: Cell = "gru"  # the recurrent cell
+    hidden_size: int = 512  # the decoder's state size
+    layers: int = 1  # stacked layers
+    attention: Literal["none", "bahdanau", "luong"] = "bahdanau"  # none: the final state only
+    luong_score: Literal["dot", "general", "concat"] = "general"  # attention luong: the score
+    input_feeding: bool = True  # feed the last attentional vector to the next step
+    attentional_output: Literal["linear", "tanh"] = "linear"  # a_t from [h_t; c_t]: W [h; c]
+        # with no squashing, as OpenNMT-py does, or tanh(W [h; c]) as in Luong et al. (2015),
+        # which learns much more slowly (BENCHMARKS.md)
     bridge: bool = True  # learned map from the encoder's final state to the decoder's first
     dropout: float = 0.2  # between layers
 
@@ -111,7 +111,7 @@ class DecoderConfig:
 class ClassifierConfig:
     """Classification head: pool the encoder states over time, then a linear layer or an MLP."""
 
-    pooling: Literal["last", "mean", "max", "attention"] = "max"
+    pooling: Literal["last", "mean", "max", "attention"] = "max"  # how states become one vector
     hidden_size: int = 0  # 0 = one linear layer over the pooled vector; > 0 = an MLP with this hidden layer
     dropout: float = 0.3  # on the pooled vector (and the MLP's hidden layer)
 
@@ -128,12 +128,12 @@ class LanguageModelConfig:
 
 @dataclass
 class ModelConfig:
-    embedding_size: int = 256
+    embedding_size: int = 256  # token embedding size (every embedding of the model)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # shared by all three heads
     decoder: DecoderConfig = field(default_factory=DecoderConfig)  # translation
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # classification
-    language_model: LanguageModelConfig = field(default_factory=LanguageModelConfig)
-    embedding_dropout: float = 0.2
+    language_model: LanguageModelConfig = field(default_factory=LanguageModelConfig)  # LM head
+    embedding_dropout: float = 0.2  # on the embedded tokens
     output_dropout: float = 0.2  # before the output layer
     tie_embeddings: bool = False  # decoder input embedding = output projection
     share_embeddings: bool = False  # source embedding = target embedding (joint vocabulary)
@@ -144,30 +144,30 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    scheduler: Literal["constant", "plateau", "inverse_sqrt", "exponential"] = "constant"
-    warmup_steps: int = 0
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"  # Adam and AdamW run fused
+    learning_rate: float = 1e-3  # the base rate (> 0)
+    weight_decay: float = 0.0  # L2 (adam, sgd) or decoupled (adamw)
+    momentum: float = 0.0  # sgd, in [0, 1)
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw, each in [0, 1)
+    scheduler: Literal["constant", "plateau", "inverse_sqrt", "exponential"] = "constant"  # lr decay
+    warmup_steps: int = 0  # linear warm-up from 0 (any scheduler)
     decay_factor: float = 0.5  # plateau: lr *= factor; exponential: per validation
     scheduler_patience: int = 2  # plateau: validations without improvement before decaying
-    min_learning_rate: float = 1e-6
+    min_learning_rate: float = 1e-6  # decay stops here
     batch_size: int = 64  # sentences per batch (used when batch_tokens is 0)
     batch_tokens: int = 0  # token budget per batch (source or target, whichever is longer)
-    max_epochs: int = 20
+    max_epochs: int = 20  # passes over the training data at most
     max_steps: int = 0  # 0 = no limit
     max_minutes: float = 0.0  # stop after this much training time (0 = no limit)
     clip_grad_norm: float = 5.0  # 0 = no clipping
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # in [0, 1)
     class_weights: Literal["none", "balanced"] = "none"  # classification: weigh rare classes up
     teacher_forcing: float = 1.0  # probability of feeding the gold token
     teacher_forcing_min: float = 1.0  # scheduled sampling: decays linearly to this ...
     teacher_forcing_decay_steps: int = 0  # ... over this many steps (0 = constant)
     validate_every: int = 500  # steps; 0 = once per epoch
     checkpoint_every: int = 0  # steps; 0 = at every validation
-    log_every: int = 100
+    log_every: int = 100  # steps between training log rows (metrics.jsonl)
     max_nonfinite_updates: int = 5  # a non-finite loss/gradient skips the update; stop after this many in a row
     early_stopping_metric: Literal["auto", "loss", "ppl", "bpc", "bleu", "chrf", "accuracy",
                                    "macro_f1"] = "auto"  # auto: bleu | accuracy | ppl by task
@@ -179,18 +179,18 @@ class TrainingConfig:
     amp: bool = True  # mixed precision (float16) on CUDA
     cpu_amp: Switch = False  # mixed precision (bfloat16) on CPU; auto: where measured faster
     num_threads: int = 0  # CPU threads (0 = all cores)
-    seed: int = 42
+    seed: int = 42  # data order, initial weights, dropout: the same seed, the same run
 
 
 @dataclass
 class DecodingConfig:
-    beam_size: int = 5
+    beam_size: int = 5  # 1 = greedy
     length_penalty: float = 1.0  # GNMT alpha; 0 = none
     max_length_ratio: float = 1.5  # hypotheses end at ratio * source length (+ max_length_extra)
-    max_length_extra: int = 5
-    min_length: int = 0
-    no_repeat_ngram: int = 0
-    n_best: int = 1
+    max_length_extra: int = 5  # (see max_length_ratio)
+    min_length: int = 0  # no </s> before this many tokens
+    no_repeat_ngram: int = 0  # > 0: never repeat an n-gram of this size
+    n_best: int = 1  # hypotheses returned per sentence (<= beam_size)
     batch_size: int = 64  # sentences per decoding batch ...
     batch_tokens: int = 0  # ... or, if > 0, at most this many source tokens (padding included)
     amp: Switch = False  # mixed precision: bfloat16 on CPU (auto: where measured faster), float16 on CUDA
@@ -200,20 +200,20 @@ class DecodingConfig:
 class GenerationConfig:
     """Language-model sampling defaults (each is also a ``seq2seq generate`` option)."""
 
-    max_tokens: int = 200
-    temperature: float = 1.0
+    max_tokens: int = 200  # tokens generated at most
+    temperature: float = 1.0  # > 0; lower is more conservative
     top_k: int = 0  # 0 = no top-k filter
     top_p: float = 1.0  # nucleus sampling; 1 = no filter
-    greedy: bool = False
-    beam_size: int = 1
-    num_samples: int = 1
+    greedy: bool = False  # the most probable token at every step
+    beam_size: int = 1  # > 1: beam search for the most probable continuations
+    num_samples: int = 1  # texts generated
 
 
 @dataclass
 class EvaluationConfig:
-    metrics: tuple[str, ...] = ("bleu", "chrf", "ter")
+    metrics: tuple[str, ...] = ("bleu", "chrf", "ter")  # any of bleu, chrf, ter
     tokenize: str = "13a"  # sacrebleu BLEU tokenizer
-    lowercase: bool = False
+    lowercase: bool = False  # score lowercased text
 
 
 @dataclass
