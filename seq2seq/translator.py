@@ -117,17 +117,28 @@ class Translator:
         return cls(config, model, src_tokenizer, trg_tokenizer, select_device(device), run)
 
     def translate(self, sentences: list[str], beam_size: int | None = None,
-                  n_best: int | None = None, **decoding_options) -> list[str] | list[list[Translation]]:
-        """Translate sentences (detokenized output, input order).
+                  **decoding_options) -> list[str]:
+        """Translate sentences: the best translation of each (detokenized, input order).
 
-        Options default to the run's ``decoding`` config: beam_size, n_best, length_penalty,
+        Options default to the run's ``decoding`` config: beam_size, length_penalty,
         max_length_ratio, max_length_extra, min_length, no_repeat_ngram, batch_size, amp
         (mixed precision: bfloat16 on CPU, float16 on CUDA; ``"auto"`` times the model's
         products in both precisions once, see ``seq2seq.precision``; ``self.precision``
-        then says what ran).
-        With ``n_best`` set, returns per sentence a list of Translation (best first);
-        otherwise one string per sentence. Empty sentences translate to "" (with ``n_best``,
-        n_best times, so every sentence has as many entries).
+        then says what ran). Empty sentences translate to "". For several hypotheses per
+        sentence, with scores, use :meth:`translate_n_best`.
+        """
+        if "n_best" in decoding_options:
+            raise TypeError("Translator.translate returns one translation per sentence; "
+                            "use translate_n_best(sentences, n_best=...) for several")
+        found = self.translate_n_best(sentences, beam_size=beam_size, n_best=1, **decoding_options)
+        return [hypotheses[0].text for hypotheses in found]
+
+    def translate_n_best(self, sentences: list[str], beam_size: int | None = None,
+                         n_best: int | None = None, **decoding_options
+                         ) -> list[list[Translation]]:
+        """The ``n_best`` best translations of each sentence (best first), each with its score
+        (length-penalised) and log-probability; options as for :meth:`translate`. An empty
+        sentence gets ``n_best`` empty translations, so every sentence has as many entries.
         """
         require_text_list(sentences, "Translator.translate")
         decoding = self.decoding_config(beam_size=beam_size, n_best=n_best, **decoding_options)
@@ -152,8 +163,6 @@ class Translator:
             hyps = by_row.get(i, [Hypothesis([], 0.0, 0.0)] * decoding.n_best)
             results.append([Translation(self.trg_tokenizer.decode(h.tokens), h.score, h.log_prob)
                             for h in hyps])
-        if n_best is None:
-            return [r[0].text for r in results]
         return results
 
     @torch.no_grad()

@@ -111,6 +111,19 @@ def test_translate_api_refuses_a_plain_string(trained):
     assert len(translator.translate(["1 2 3"])) == 1
 
 
+def test_translate_returns_one_type_and_n_best_has_its_own_method(trained):
+    from seq2seq import Translator
+
+    translator = Translator.from_pretrained(trained, device="cpu")
+    best = translator.translate(["1 2 3", ""], beam_size=2)
+    assert all(isinstance(text, str) for text in best)
+    found = translator.translate_n_best(["1 2 3", ""], beam_size=2, n_best=2)
+    assert [len(hypotheses) for hypotheses in found] == [2, 2]
+    assert found[0][0].text == best[0] and found[0][0].score >= found[0][1].score
+    with pytest.raises(TypeError, match="translate_n_best"):
+        translator.translate(["1 2 3"], n_best=2)
+
+
 def test_a_min_length_above_the_length_budget_is_noted(trained):
     result = run_cli("translate", trained, "--min-length", "30", "1 2", "3 4 5 6 7 8")
     assert result.exit_code == 0, result.output

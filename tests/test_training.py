@@ -83,8 +83,8 @@ def test_tiny_model_learns_to_reverse(tmp_path, cell, attention, attentional_out
     exact = sum(o == r for o, r in zip(outputs, references)) / len(references)
     assert exact >= 0.95, f"{cell}/{attention}: exact match {exact:.3f}"
     # Beam search on a trained model finds hypotheses at least as probable as greedy's.
-    greedy = translator.translate(sources[:100], beam_size=1, n_best=1, length_penalty=0.0)
-    beam = translator.translate(sources[:100], beam_size=5, n_best=1, length_penalty=0.0)
+    greedy = translator.translate_n_best(sources[:100], beam_size=1, n_best=1, length_penalty=0.0)
+    beam = translator.translate_n_best(sources[:100], beam_size=5, n_best=1, length_penalty=0.0)
     for g, b in zip(greedy, beam):
         assert b[0].log_prob >= g[0].log_prob - 1e-4
 

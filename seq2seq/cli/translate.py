@@ -47,7 +47,7 @@ def translate(
     configure_threads(0)
     lines = read_inputs(sentences, input_file)
     translator = Translator.from_pretrained(run_dir, device=device, weights=checkpoint)
-    results = translator.translate(
+    results = translator.translate_n_best(
         lines, beam_size=beam_size, n_best=n_best, length_penalty=length_penalty,
         max_length_ratio=max_length_ratio, min_length=min_length,
         no_repeat_ngram=no_repeat_ngram, batch_size=batch_size, batch_tokens=batch_tokens,
@@ -62,7 +62,7 @@ def translate(
                       "more than the output length allowed (--max-length-ratio x source length "
                       "+ max_length_extra); they end at that limit instead")
     if n_best is None:
-        text = "".join(line + "\n" for line in results)
+        text = "".join(hypotheses[0].text + "\n" for hypotheses in results)
     else:
         text = "".join(f"{i}\t{t.score:.4f}\t{t.text}\n"
                        for i, hyps in enumerate(results) for t in hyps)
