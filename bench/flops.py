@@ -34,9 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from seq2seq import Translator  # noqa: E402
 from seq2seq.data.translation import load_parallel  # noqa: E402
-from seq2seq.run_directory import load_run_config  # noqa: E402
+from seq2seq.run_directory import RunDirectory, load_run_config  # noqa: E402
 from seq2seq.tasks.translation import TranslationTask  # noqa: E402
-from seq2seq.run_directory import RunDirectory  # noqa: E402
 
 
 def product_ceiling(shapes: list[tuple[int, int, int]], repeats: int = 20) -> dict[str, float]:

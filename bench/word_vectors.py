@@ -72,8 +72,10 @@ def skipgram_pairs(stream: np.ndarray, doc: np.ndarray, window: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="vectors file to write (word2vec text format)")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True,
+                        help="vectors file to write (word2vec text format)")
     parser.add_argument("--imdb", type=Path, nargs="*",
                         default=[SHARED / "imdb" / "train.csv.gz", SHARED / "imdb" / "test.csv.gz"])
     parser.add_argument("--sst", type=Path, nargs="*", default=[SHARED / "sst2" / "train.tsv"])
@@ -81,7 +83,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--negatives", type=int, default=5)
     parser.add_argument("--min-count", type=int, default=3)
-    parser.add_argument("--subsample", type=float, default=1e-4, help="word2vec's t for dropping frequent words")
+    parser.add_argument("--subsample", type=float, default=1e-4,
+                        help="word2vec's t for dropping frequent words")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=0.025)

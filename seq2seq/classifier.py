@@ -67,7 +67,7 @@ class Classifier:
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto",
-                        weights: str | Path | None = None) -> "Classifier":
+                        weights: str | Path | None = None) -> Classifier:
         """Load config, labels, tokenizer and ``model.safetensors`` (or ``weights``) from ``run_dir``."""
         run, config = open_run(run_dir, "classification")
         labels = LabelVocabulary.load(run.path)

@@ -2,8 +2,10 @@
 
 A config names its ``task`` (translation | classification | language_model) and has the
 sections ``data``, ``tokenizer``, ``model``, ``training``, ``decoding`` (translation),
-``generation`` (language models) and ``evaluation``; keys that only one task reads say so. Every key is typed; an unknown key, a wrong type or a value outside its
-choices raises :class:`UserError` naming the key (``model.encoder.cell``) and what is valid.
+``generation`` (language models) and ``evaluation``; keys that only one task reads say so.
+Every key is typed; an unknown key, a wrong type or a value outside its choices raises
+:class:`UserError` naming the key (``model.encoder.cell``) and what is valid. The comment
+beside each key is its documentation (docs/configuration.md is generated from them).
 Command-line overrides (``--set model.encoder.hidden_size=512``) go through the same checks.
 """
 
@@ -168,7 +170,8 @@ class TrainingConfig:
     validate_every: int = 500  # steps; 0 = once per epoch
     checkpoint_every: int = 0  # steps; 0 = at every validation
     log_every: int = 100  # steps between training log rows (metrics.jsonl)
-    max_nonfinite_updates: int = 5  # a non-finite loss/gradient skips the update; stop after this many in a row
+    max_nonfinite_updates: int = 5  # a non-finite loss or gradient skips its update;
+        # this many in a row stop training
     early_stopping_metric: Literal["auto", "loss", "ppl", "bpc", "bleu", "chrf", "accuracy",
                                    "macro_f1"] = "auto"  # auto: bleu | accuracy | ppl by task
     patience: int = 0  # stop after this many validations without improvement (0 = never)

@@ -12,9 +12,9 @@ import dataclasses
 import math
 import secrets
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import datasets
 import torch
@@ -143,7 +143,7 @@ class Generator:
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto",
-                        weights: str | Path | None = None) -> "Generator":
+                        weights: str | Path | None = None) -> Generator:
         """Load config, tokenizer, conditions and ``model.safetensors`` (or ``weights``)."""
         run, config = open_run(run_dir, "language_model")
         tokenizer, _ = load_tokenizers(run, config)

@@ -87,7 +87,8 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     # Tied parameters are saved under one name only; fill the others from their twin.
     for name, value in own.items():
         if name not in tensors:
-            twin = next((k for k, v in own.items() if k in tensors and v.data_ptr() == value.data_ptr()), None)
+            twin = next((k for k, v in own.items()
+                         if k in tensors and v.data_ptr() == value.data_ptr()), None)
             if twin is not None:
                 tensors[name] = tensors[twin]
     missing = sorted(set(own) - set(tensors))
@@ -171,7 +172,7 @@ class RunLock:
         self.path = Path(directory) / LOCK_FILE
         self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         import fcntl
 
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())

@@ -100,7 +100,7 @@ class ProcessInfo:
     world_size: int = 1
 
     @classmethod
-    def from_environment(cls) -> "ProcessInfo":
+    def from_environment(cls) -> ProcessInfo:
         return cls(rank=int(os.environ.get("RANK", 0)),
                    world_size=int(os.environ.get("WORLD_SIZE", 1)))
 

@@ -198,7 +198,7 @@ class _Paths:
     history: torch.Tensor
 
     @classmethod
-    def start(cls, group: SearchGroup, index: torch.Tensor | None) -> "_Paths":
+    def start(cls, group: SearchGroup, index: torch.Tensor | None) -> _Paths:
         """Fresh paths for the group's rows ``index`` (None: all of them)."""
         device = group.first_tokens.device
         keys = torch.tensor(group.keys, device=device)
@@ -212,7 +212,7 @@ class _Paths:
                    torch.ones(n, dtype=torch.bool, device=device),
                    torch.empty((n, 0), dtype=torch.long, device=device))
 
-    def select(self, index: torch.Tensor) -> "_Paths":
+    def select(self, index: torch.Tensor) -> _Paths:
         """The rows ``index``; history loses the columns that only padded them."""
         lengths = self.lengths[index]
         width = int(lengths.max()) if lengths.numel() else 0
@@ -221,7 +221,7 @@ class _Paths:
                       self.max_lengths[index], self.log_probs[index], lengths,
                       self.running[index], history)
 
-    def append(self, other: "_Paths") -> "_Paths":
+    def append(self, other: _Paths) -> _Paths:
         """These rows, then ``other``'s."""
         width = max(self.history.size(1), other.history.size(1))
         history = torch.cat([F.pad(h, (width - h.size(1), 0), value=-1)

@@ -108,7 +108,7 @@ class Translator:
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto",
-                        weights: str | Path | None = None) -> "Translator":
+                        weights: str | Path | None = None) -> Translator:
         """Load config, tokenizers and ``model.safetensors`` (or ``weights``) from ``run_dir``."""
         run, config = open_run(run_dir, "translation")
         src_tokenizer, trg_tokenizer = load_tokenizers(run, config)

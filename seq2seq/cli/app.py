@@ -137,7 +137,7 @@ def check_output_dir(path: Path | None, option: str = "--output-dir") -> None:
     _writable_ancestor(path, option)
 
 
-def cli_output() -> "Output":
+def cli_output() -> Output:
     """Evaluation output for the terminal: figures on stdout, notes on stderr, tables when a
     person reads stdout (plain lines for a file or a pipe)."""
     from rich.console import Console

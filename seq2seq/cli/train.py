@@ -175,9 +175,10 @@ def check_resumable(run, config: Config) -> None:
     from ..run_directory import load_run_config
 
     saved, new = load_run_config(run).to_dict(), config.to_dict()
-    changed = [key for key in _diff(saved, new) if key != "name" and not key.startswith(tuple(f"{s}." for s in RESUMABLE_SECTIONS))
-               and key not in {f"training.{k}" for k in RESUMABLE_TRAINING_KEYS}
-               and key not in {f"data.{k}" for k in RESUMABLE_DATA_KEYS}]
+    may_change = ({"name"} | {f"training.{k}" for k in RESUMABLE_TRAINING_KEYS}
+                  | {f"data.{k}" for k in RESUMABLE_DATA_KEYS})
+    changed = [key for key in _diff(saved, new) if key not in may_change
+               and not key.startswith(tuple(f"{s}." for s in RESUMABLE_SECTIONS))]
     if changed:
         verb = "differs" if len(changed) == 1 else "differ"
         raise UserError(f"--resume with a changed config: {', '.join(changed)} {verb} from "

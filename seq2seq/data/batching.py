@@ -23,7 +23,7 @@ class IdColumn:
     offsets: np.ndarray
 
     @classmethod
-    def from_dataset(cls, dataset, name: str) -> "IdColumn":
+    def from_dataset(cls, dataset, name: str) -> IdColumn:
         """Take a list<int> column of a ``datasets.Dataset`` without copying row by row."""
         table = dataset.with_format("arrow")[:]  # zero-copy view of the memory-mapped table
         column = table.column(name).combine_chunks()
@@ -31,7 +31,7 @@ class IdColumn:
                    offsets=column.offsets.to_numpy(zero_copy_only=False))
 
     @classmethod
-    def from_lists(cls, rows: list[list[int]]) -> "IdColumn":
+    def from_lists(cls, rows: list[list[int]]) -> IdColumn:
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -79,8 +79,10 @@ class TranslationBatch:
     def n_target_tokens(self) -> int:
         return 0 if self.trg_output is None else int((self.trg_output != PAD_ID).sum())
 
-    def to(self, device: torch.device) -> "TranslationBatch":
-        move = (lambda t: None if t is None else t.to(device, non_blocking=True))
+    def to(self, device: torch.device) -> TranslationBatch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
         return TranslationBatch(move(self.src), self.src_lengths, move(self.trg_input),
                                 move(self.trg_output), self.indices)
 

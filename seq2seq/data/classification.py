@@ -44,7 +44,7 @@ class LabelVocabulary:
     names: tuple[str, ...]
 
     @classmethod
-    def from_names(cls, names) -> "LabelVocabulary":
+    def from_names(cls, names) -> LabelVocabulary:
         """Sorted numerically when every name is an integer ("2" before "10"), else as text."""
         unique = set(names)
         try:
@@ -65,7 +65,7 @@ class LabelVocabulary:
                           json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
     @classmethod
-    def load(cls, directory: Path) -> "LabelVocabulary":
+    def load(cls, directory: Path) -> LabelVocabulary:
         path = Path(directory) / LABELS_FILE
         if not path.is_file():
             raise UserError(f"{directory}: missing {LABELS_FILE} (the classifier's label names)")
@@ -301,7 +301,7 @@ class ClassificationBatch:
     labels: torch.Tensor | None
     indices: np.ndarray  # corpus row of each batch row
 
-    def to(self, device: torch.device) -> "ClassificationBatch":
+    def to(self, device: torch.device) -> ClassificationBatch:
         labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
         return ClassificationBatch(self.ids.to(device, non_blocking=True), self.lengths, labels,
                                    self.indices)

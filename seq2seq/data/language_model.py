@@ -20,9 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import datasets
 import numpy as np
@@ -182,7 +183,7 @@ class Conditions:
         return len(self.labels) if self.kind == "label" else self.size
 
     @classmethod
-    def from_training(cls, kind: str, texts: LMTexts) -> "Conditions":
+    def from_training(cls, kind: str, texts: LMTexts) -> Conditions:
         """Label names (sorted; numerically when all are integers) or the feature size, as
         found in the training data's condition column."""
         column = pc.utf8_trim_whitespace(texts.texts.with_format("arrow")[:].column("condition"))
@@ -238,7 +239,7 @@ class Conditions:
                           json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
     @classmethod
-    def load(cls, directory: Path) -> "Conditions":
+    def load(cls, directory: Path) -> Conditions:
         path = Path(directory) / CONDITIONS_FILE
         if not path.is_file():
             raise UserError(f"{directory}: missing {CONDITIONS_FILE} (what the model is "
@@ -324,7 +325,7 @@ class StreamBatch:
     targets: torch.Tensor
     window: int
 
-    def to(self, device: torch.device) -> "StreamBatch":
+    def to(self, device: torch.device) -> StreamBatch:
         return StreamBatch(self.inputs.to(device, non_blocking=True),
                            self.targets.to(device, non_blocking=True), self.window)
 
@@ -521,8 +522,10 @@ class LinesBatch:
     targets: torch.Tensor
     conditions: torch.Tensor | None
 
-    def to(self, device: torch.device) -> "LinesBatch":
-        move = (lambda t: None if t is None else t.to(device, non_blocking=True))
+    def to(self, device: torch.device) -> LinesBatch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
         return LinesBatch(move(self.inputs), move(self.targets), move(self.conditions))
 
 

@@ -16,8 +16,9 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any
 
 import datasets
 import datasets.exceptions
@@ -133,7 +134,8 @@ def resolve_format(source: TextSource) -> str:
     name = os.fspath(source.path).lower()
     if name.endswith(".gz"):
         name = name[: -len(".gz")]
-    for ext, inferred in ((".tsv", "tsv"), (".csv", "csv"), (".jsonl", "jsonl"), (".json", "jsonl"), (".txt", "text")):
+    for ext, inferred in ((".tsv", "tsv"), (".csv", "csv"), (".jsonl", "jsonl"),
+                          (".json", "jsonl"), (".txt", "text")):
         if name.endswith(ext):
             return inferred
     raise UserError(
@@ -198,7 +200,8 @@ def _check_fields(source: TextSource, fmt: str, columns: tuple[str, ...]) -> tup
     for field in fields:
         is_index = isinstance(field, int) and not isinstance(field, bool)
         if is_index and field < 0:
-            raise UserError(f"{source.path}: fields: column indices are 0-based and non-negative, got {field}")
+            raise UserError(f"{source.path}: fields: column indices are 0-based and "
+                            f"non-negative, got {field}")
         if not is_index and not isinstance(field, str):
             raise UserError(f"{source.path}: fields: expected column names or 0-based indices, got {field!r}")
         if fmt == "jsonl" and is_index:
@@ -324,7 +327,8 @@ def _generate_rows(
     stamps: tuple[tuple[int, int, int], ...],
     parser_version: int,
 ) -> Iterator[dict[str, Any]]:
-    """Yield one ``{column: text}`` dict per example; ``stamps``/``parser_version`` only feed the cache key."""
+    """Yield one ``{column: text}`` dict per example (``stamps`` and ``parser_version`` only
+    feed the cache key)."""
     del stamps, parser_version
     if fmt == "text":
         rows = _text_rows(paths, columns)
@@ -551,8 +555,9 @@ def _load_hub(source: TextSource, columns: tuple[str, ...], cache_dir: str | Non
 def _stringify_batch(batch: dict[str, list[Any]], indices: list[int], keys: list[str], columns: list[str],
                      line_numbers: bool = False) -> dict[str, list[Any]]:
     """Copy hub fields into the output columns as strings (labels are often ints; null is "")."""
-    out: dict[str, list[Any]] = {c: [v if isinstance(v, str) else "" if v is None else str(v) for v in batch[k]]
-                                 for c, k in zip(columns, keys)}
+    out: dict[str, list[Any]] = {
+        c: [v if isinstance(v, str) else "" if v is None else str(v) for v in batch[k]]
+        for c, k in zip(columns, keys)}
     if line_numbers:
         out["line"] = [i + 1 for i in indices]
     return out

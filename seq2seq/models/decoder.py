@@ -33,18 +33,18 @@ class DecoderState:
 
     _SOURCE_SIDE = ("memory", "keys", "mask")  # per source sentence, shared by its beams
 
-    def select(self, index: torch.Tensor) -> "DecoderState":
+    def select(self, index: torch.Tensor) -> DecoderState:
         """Reorder/replicate the batch: row i of the result is row index[i] (beam search)."""
         return self._pick(index, [f.name for f in fields(self)])
 
-    def reorder_beams(self, index: torch.Tensor) -> "DecoderState":
+    def reorder_beams(self, index: torch.Tensor) -> DecoderState:
         """``select`` for an index that moves rows only among the beams of their own source
         sentence. The source side (memory, keys, mask) is the same for all of a sentence's
         beams, so it is kept instead of copied: the largest tensors, at every search step."""
         return self._pick(index, [f.name for f in fields(self)
                                   if f.name not in self._SOURCE_SIDE])
 
-    def append(self, other: "DecoderState") -> "DecoderState":
+    def append(self, other: DecoderState) -> DecoderState:
         """This state's rows, then ``other``'s: sequences joining a search under way. The
         source side is padded to the longer of the two sources (padding is masked out)."""
         source = max(self.mask.size(1), other.mask.size(1)) if self.mask is not None else 0
@@ -61,7 +61,7 @@ class DecoderState:
                 joined[name] = torch.cat([mine, theirs])
         return replace(self, **joined)
 
-    def _pick(self, index: torch.Tensor, names: list[str]) -> "DecoderState":
+    def _pick(self, index: torch.Tensor, names: list[str]) -> DecoderState:
         picked = {}
         for name in names:
             value = getattr(self, name)

@@ -14,7 +14,8 @@ functions written for CPU speed, numerically identical in meaning to torch's:
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 import torch
 

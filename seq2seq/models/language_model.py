@@ -32,14 +32,14 @@ class LMState:
     cell: torch.Tensor | None = None
     condition: torch.Tensor | None = None
 
-    def select(self, index: torch.Tensor) -> "LMState":
+    def select(self, index: torch.Tensor) -> LMState:
         """Reorder/replicate the batch: row i of the result is row index[i] (beam search)."""
         moved = self.reorder_beams(index)
         if self.condition is not None:
             moved.condition = self.condition.index_select(0, index)
         return moved
 
-    def reorder_beams(self, index: torch.Tensor) -> "LMState":
+    def reorder_beams(self, index: torch.Tensor) -> LMState:
         """``select`` for an index that moves rows only among one sequence's beams: the
         condition, the same for all of them, is kept as it is."""
         return LMState(
@@ -47,7 +47,7 @@ class LMState:
             cell=None if self.cell is None else self.cell.index_select(1, index),
             condition=self.condition)
 
-    def detach(self) -> "LMState":
+    def detach(self) -> LMState:
         """The same values cut from the graph: truncated backprop stops at the window's start."""
         return LMState(self.hidden.detach(),
                        None if self.cell is None else self.cell.detach(),

@@ -185,7 +185,8 @@ def write_generation_report(directory, generator, described: str, files: list, t
         f"Mean loss of the token at each position, counted {where}. A curve that keeps falling "
         "means the model uses that much context.")
     model_section(doc, model_info)
-    data_section(doc, described, f"{metrics['tokens']:,} tokens ({metrics['characters']:,} characters)", file_info)
+    data_section(doc, described,
+                 f"{metrics['tokens']:,} tokens ({metrics['characters']:,} characters)", file_info)
     environment_section(doc, hardware, seconds, training_seconds(run))
     training_section(doc, run, config.training.early_stopping_metric)
     flows = lm_gradient_flow(generator, data)

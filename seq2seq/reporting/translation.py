@@ -133,7 +133,8 @@ def _comparison(doc: Document, metrics: dict[str, Any], comparison: Comparison,
                 lowercase: bool) -> dict[str, Any]:
     doc.heading(f"Comparison with {comparison.name}")
     test = paired_bootstrap(comparison.hypotheses, hypotheses, references, tokenize, lowercase)
-    rows = [[{"bleu": "BLEU", "chrf": "chrF"}[name], r["baseline"], r["system"], f"{r['system'] - r['baseline']:+.2f}",
+    rows = [[{"bleu": "BLEU", "chrf": "chrF"}[name], r["baseline"], r["system"],
+             f"{r['system'] - r['baseline']:+.2f}",
              f"{r['system_mean']:.2f} ± {r['system_ci95']:.2f}", f"{r['p_value']:.3f}"]
             for name, r in test.items()]
     doc.table(["metric", comparison.name, "this", "difference", "this: bootstrap mean ± 95% CI",

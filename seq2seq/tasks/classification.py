@@ -55,7 +55,7 @@ class ClassificationTask:
 
     @classmethod
     def setup(cls, config: Config, run: RunDirectory, resume: bool, device: torch.device,
-              console: Console, process: ProcessInfo = ProcessInfo()) -> "ClassificationTask":
+              console: Console, process: ProcessInfo = ProcessInfo()) -> ClassificationTask:
         """Load the data; make (fresh run) or load (resume) the labels and the tokenizer.
 
         With ``model.init_from`` a fresh run takes the tokenizer of that language-model or

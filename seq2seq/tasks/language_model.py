@@ -141,7 +141,7 @@ class LanguageModelTask:
 
     @classmethod
     def setup(cls, config: Config, run: RunDirectory, resume: bool, device: torch.device,
-              console: Console, process: ProcessInfo = ProcessInfo()) -> "LanguageModelTask":
+              console: Console, process: ProcessInfo = ProcessInfo()) -> LanguageModelTask:
         """Load and tokenize the data; train the tokenizer (fresh run) or load it (resume);
         start a fresh model's embedding from ``model.pretrained_embeddings`` if given."""
         data = config.data

@@ -50,7 +50,7 @@ class TranslationTask:
 
     @classmethod
     def setup(cls, config: Config, run: RunDirectory, resume: bool, device: torch.device,
-              console: Console, process: ProcessInfo = ProcessInfo()) -> "TranslationTask":
+              console: Console, process: ProcessInfo = ProcessInfo()) -> TranslationTask:
         """Load and tokenize the data; train the tokenizers (fresh run) or load them (resume)."""
         data = config.data
         train_texts = load_parallel(data, "train", drop_empty=True)

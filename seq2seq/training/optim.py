@@ -43,7 +43,7 @@ class LearningRateSchedule:
     best: float | None = None
 
     @classmethod
-    def from_config(cls, config: TrainingConfig) -> "LearningRateSchedule":
+    def from_config(cls, config: TrainingConfig) -> LearningRateSchedule:
         return cls(kind=config.scheduler, base_lr=config.learning_rate,
                    warmup_steps=config.warmup_steps, decay_factor=config.decay_factor,
                    patience=config.scheduler_patience, min_lr=config.min_learning_rate)

@@ -101,7 +101,7 @@ class StopSignals:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # Python's rule for handlers
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
