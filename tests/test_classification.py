@@ -38,17 +38,6 @@ QUIET = Console(stderr=True, quiet=True)
 FILLERS = [f"w{i}" for i in range(20)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny models run fastest on one thread, and stay fast when other work shares the cores
-    (the commands would take every core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setattr("seq2seq.runtime.configure_threads", lambda num_threads=0: 1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def sentiment_rows(n: int, seed: int, labels=("neg", "pos")) -> list[tuple[str, str]]:
     """Filler words around one sentiment word, sometimes negated: "w3 not good w7" is negative.
 
