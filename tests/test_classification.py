@@ -117,16 +117,18 @@ def dev_accuracy(run_path: Path, rows) -> float:
 @pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_tiny_classifier_learns_negated_sentiment(tmp_path, cell, pooling):
-    """>= 95 % on held-out texts for every cell and pooling, through the Python API."""
+    """>= 95 % on held-out texts for every cell and pooling, through the Python API.
+
+    Every combination is at 100 % at least 50 steps before its last (seeds 42 and 7)."""
     raw = synthetic_raw(tmp_path, cell=cell, pooling=pooling,
-                        max_steps=600 if cell == "rnn" else 400)
+                        max_steps=400 if cell == "rnn" else 250)
     train(raw, tmp_path / "run")
     accuracy = dev_accuracy(tmp_path / "run", sentiment_rows(300, 1))
     assert accuracy >= 0.95, f"{cell}/{pooling}: accuracy {accuracy:.3f}"
 
 
 def test_int_labels_from_jsonl_round_trip_sorted_numerically(tmp_path):
-    raw = synthetic_raw(tmp_path, fmt="jsonl", labels=(10, 2), max_steps=300)
+    raw = synthetic_raw(tmp_path, fmt="jsonl", labels=(10, 2), max_steps=150)
     train(raw, tmp_path / "run")
     assert json.loads((tmp_path / "run/labels.json").read_text())["labels"] == ["2", "10"]
     classifier = Classifier.from_pretrained(tmp_path / "run", device="cpu")
