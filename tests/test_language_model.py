@@ -36,21 +36,6 @@ PANGRAM = "pack my box with five dozen liquor jugs\n"
 LONG_RANGE = "A.....A\nB.....B\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread (and do not stall when the cores are busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def one_thread_in_commands(monkeypatch):
-    """The commands' own thread set-up keeps one thread too."""
-    monkeypatch.setattr(runtime, "configure_threads", lambda num_threads=0: 1)
-
-
 def stream_config(train: Path, *, bptt: int = 16, steps: int = 150, cell: str = "lstm",
                   **training) -> dict:
     return {

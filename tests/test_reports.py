@@ -200,19 +200,8 @@ SMALL_SST2 = ["--set", "model.embedding_size=16", "--set", "model.encoder.hidden
               "--set", "training.num_threads=1", "-q"]
 
 
-@pytest.fixture
-def one_thread(monkeypatch):
-    from seq2seq import runtime
-
-    monkeypatch.setattr(runtime, "configure_threads", lambda num_threads=0: 1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("pooling", ["last", "attention"])
-def test_classification_report(tmp_path, one_thread, pooling):
+def test_classification_report(tmp_path, pooling):
     run = tmp_path / "sst2"
     result = runner.invoke(app, ["train", str(ROOT / "configs" / "demo_sst2.yaml"), "--run-dir",
                                  str(run), *SMALL_SST2, "--set",
@@ -240,7 +229,7 @@ def test_classification_report(tmp_path, one_thread, pooling):
 
 
 @pytest.mark.parametrize("lm_mode", ["stream", "lines"])
-def test_language_model_report(tmp_path, one_thread, lm_mode):
+def test_language_model_report(tmp_path, lm_mode):
     text = (ROOT / "data" / "tiny-shakespeare" / "input.txt").read_text(encoding="utf-8")
     (tmp_path / "slice.txt").write_text(text[:20000], encoding="utf-8")
     run = tmp_path / "lm"

@@ -21,7 +21,7 @@ from seq2seq.run_directory import RunDirectory
 from seq2seq.word_vectors import load_word_vectors, vector_words
 
 from .cli_helpers import assert_user_error, run_cli
-from .test_classification import dev_accuracy, one_thread, tiny_raw, train, write_tsv  # noqa: F401
+from .test_classification import dev_accuracy, tiny_raw, train, write_tsv
 
 QUIET = Console(stderr=True, quiet=True)
 
