@@ -15,6 +15,14 @@ def test_demo_config_loads_and_round_trips(tmp_path):
     assert load_config(path) == config
 
 
+def test_demo_config_trains_a_fixed_amount_of_work_in_float32():
+    # `make demo` should give every machine the same model: a step budget (not a time budget,
+    # which follows the machine's speed and load) and float32 (bfloat16 differs between CPUs).
+    config = load_config("configs/demo_es_en.yaml")
+    assert config.training.max_steps > 0 and config.training.max_minutes == 0
+    assert config.training.cpu_amp is False and config.decoding.amp is False
+
+
 @pytest.mark.parametrize("raw,words", [
     ({"model": {"hiden_size": 3}}, ["model.hiden_size", "valid:", "encoder"]),
     ({"modle": {}}, ["modle", "top level", "model"]),
