@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import stat
@@ -26,18 +25,9 @@ from seq2seq.config import load_config
 from seq2seq.run_directory import RunDirectory, load_weights, read_jsonl
 
 from .cli_helpers import assert_user_error, run_cli
+from .test_cli_translation import write_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_pairs(path: Path, n: int, seed: int) -> None:
-    """Digit strings and their reversals (TSV with a header)."""
-    rng = random.Random(seed)
-    rows = ["src\ttrg"]
-    for _ in range(n):
-        digits = [rng.choice("0123456789") for _ in range(rng.randint(1, 5))]
-        rows.append(f"{' '.join(digits)}\t{' '.join(reversed(digits))}")
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
 def translation_config(directory: Path, **training) -> Path:
