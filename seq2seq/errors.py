@@ -9,6 +9,11 @@ class UserError(Exception):
     """A one-line, actionable message naming the file/line/key at fault and what was expected."""
 
 
+class DistributedError(UserError):
+    """One process of a multi-process job lost the others (one died or cannot be reached).
+    Every process prints it, not only rank 0: it tells what this process saw."""
+
+
 def require_text_list(texts, what: str) -> None:
     """A plain string is a sequence of characters: passed where a list of texts belongs, it
     would be read as one text per character. Raise TypeError instead of doing that."""

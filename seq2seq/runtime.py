@@ -1,4 +1,5 @@
-"""Where and how computation runs: device choice, CPU threads, seeding, process rank."""
+"""Where and how computation runs: device choice, CPU threads, seeding (several processes:
+``seq2seq.training.distributed``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import contextlib
 import functools
 import os
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,13 +27,15 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
-def configure_threads(num_threads: int = 0) -> int:
-    """Use ``num_threads`` CPU threads (0 = every core this process may run on)."""
+def configure_threads(num_threads: int = 0, processes: int = 1) -> int:
+    """Use ``num_threads`` CPU threads (0 = the cores this process may run on, shared
+    evenly by the ``processes`` that train on this machine)."""
     if num_threads <= 0:
         try:
-            num_threads = len(os.sched_getaffinity(0))
+            cores = len(os.sched_getaffinity(0))
         except AttributeError:  # not on Linux
-            num_threads = os.cpu_count() or 1
+            cores = os.cpu_count() or 1
+        num_threads = max(1, cores // max(processes, 1))
     torch.set_num_threads(num_threads)
     return num_threads
 
@@ -90,20 +92,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    """This process's place in a (possibly torchrun-launched) group; rank 0 writes the files."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @classmethod
-    def from_environment(cls) -> ProcessInfo:
-        return cls(rank=int(os.environ.get("RANK", 0)),
-                   world_size=int(os.environ.get("WORLD_SIZE", 1)))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0

@@ -15,7 +15,7 @@ def one_thread():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runtime, "configure_threads", lambda num_threads=0: 1)
+        patch.setattr(runtime, "configure_threads", lambda num_threads=0, processes=1: 1)
         yield
     torch.set_num_threads(threads)
 

@@ -43,13 +43,33 @@ def test_order_is_seeded_per_epoch():
     assert first != [x.tolist() for x in BucketBatchSampler(lengths, 32, seed=8).epoch_batches(0)]
 
 
-def test_ranks_split_the_batches():
+@pytest.mark.parametrize("batch_size, batch_tokens", [(10, 0), (0, 120)])
+def test_ranks_share_the_batches_of_one_process(batch_size, batch_tokens):
+    """Every rank gets as many batches, the shares are disjoint, they cover the epoch, and
+    batch k of all ranks together is batch k of one process (the update is the same)."""
     lengths = random_lengths(999)
-    shards = [BucketBatchSampler(lengths, batch_size=10, seed=1, rank=r, world_size=3).epoch_batches(0)
-              for r in range(3)]
+    single = BucketBatchSampler(lengths, batch_size, batch_tokens, seed=1).epoch_batches(0)
+    shards = [BucketBatchSampler(lengths, batch_size, batch_tokens, seed=1, rank=r,
+                                 world_size=3).epoch_batches(0) for r in range(3)]
     assert len({len(s) for s in shards}) == 1
+    assert all(len(batch) > 0 for shard in shards for batch in shard)
     flat = [i for shard in shards for batch in shard for i in batch.tolist()]
-    assert len(flat) == len(set(flat))
+    assert len(flat) == len(set(flat)) == len(lengths)
+    together = [np.concatenate(parts).tolist() for parts in zip(*shards)]
+    if batch_tokens == 0:  # (no batch has fewer examples than processes to merge)
+        assert together == [b.tolist() for b in single]
+    else:  # long examples make batches of one or two, merged with their neighbour
+        owner = {i: k for k, batch in enumerate(together) for i in batch}
+        assert all(len({owner[i] for i in b.tolist()}) == 1 for b in single)
+        assert len(together) < len(single)
+
+
+def test_a_batch_smaller_than_the_process_count_is_merged():
+    lengths = np.arange(11)  # batches of 5, 5 and 1: the last one cannot feed 2 processes
+    shards = [BucketBatchSampler(lengths, 5, seed=0, shuffle=False, rank=r,
+                                 world_size=2).epoch_batches(0) for r in range(2)]
+    assert [len(b) for b in shards[0]] == [3, 3] and [len(b) for b in shards[1]] == [2, 3]
+    assert sorted(i for s in shards for b in s for i in b.tolist()) == list(range(11))
 
 
 def test_translation_batch_padding_and_specials():

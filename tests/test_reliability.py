@@ -411,10 +411,11 @@ def test_a_csv_row_with_more_fields_than_the_header_is_an_error(tmp_path):
     assert "line 3" in str(caught.value) and "quoted" in str(caught.value)
 
 
-def test_several_processes_are_refused_rather_than_trained_apart(tmp_path, monkeypatch):
+def test_several_processes_without_torchrun_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
     run = tmp_path / "run"
     assert_user_error(run_cli("train", translation_config(tmp_path), "--run-dir", run),
-                      "WORLD_SIZE=2", "single process")
+                      "WORLD_SIZE=2", "torchrun")
     assert not run.exists()

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import UserError
+from ..errors import DistributedError, UserError
 from ..files import read_text_lines
 
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ def user_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except DistributedError as err:  # every process says what it saw (not only rank 0)
+            console.quiet = False
+            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, markup=True)
+            raise typer.Exit(1) from None
         except UserError as err:
             # escape: a message quotes user data ("[...]" in a label, a path, a JSON value).
             console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, markup=True)

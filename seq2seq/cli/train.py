@@ -17,7 +17,7 @@ from .app import DEVICE_HELP, app, console, user_errors
 
 if TYPE_CHECKING:
     from ..run_directory import RunDirectory
-    from ..runtime import ProcessInfo
+    from ..training.distributed import ProcessInfo
 
 # What --resume may change: when and how long to train, what to keep, where to run. Everything
 # else fixes what the saved weights, tokenizers, optimizer state and schedule mean, or the
@@ -46,9 +46,9 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train a model from a YAML config (the task is named in the config)."""
-    from ..files import atomic_write_text
     from ..run_directory import RunDirectory
-    from ..runtime import ProcessInfo, configure_threads, seed_everything, select_device
+    from ..runtime import configure_threads, seed_everything
+    from ..training.distributed import ProcessInfo, process_device, process_group
     from ..training.trainer import Trainer, TrainingInterrupted
 
     if config_path is None:
@@ -65,34 +65,32 @@ def train(
         config.training.device = device
     run = RunDirectory(run_dir or Path("runs") / config.name)
     process = ProcessInfo.from_environment()
-    if process.world_size > 1:  # until gradients are synchronised, N processes = N models
-        raise UserError(f"WORLD_SIZE={process.world_size} (torchrun): training on several "
-                        "processes is not supported yet, each would train a model of its own "
-                        "on part of the data; run a single process")
-    torch_device = select_device(config.training.device)
+    console.quiet = not process.is_main  # rank 0 speaks for the job
+    check_batch_for_processes(config, process)
+    torch_device = process_device(config.training.device, process)
+    if process.restart and run.has_training():  # torchrun restarted the job after a failure
+        console.print(f"torchrun restart {process.restart}: resuming {run.path}")
+        resume, overwrite = True, False
     with contextlib.ExitStack() as locks:  # released when the command ends, in any way
-        target, created = prepare_run_directory(run, resume, overwrite, process, locks)
-        threads = configure_threads(config.training.num_threads)
+        locks.enter_context(process_group(process, torch_device))
+        threads = configure_threads(config.training.num_threads, process.local_world_size)
         seed_everything(config.training.seed)
         console.print(f"seq2seq {__version__}: {config.task} '{config.name}' -> {run.path} "
-                      f"on {torch_device} ({threads} threads)")
-        if resume:
-            check_resumable(run, config)
-        try:
-            task = build_task(config, target, resume, torch_device, process)
-            if not resume and process.is_main:
-                atomic_write_text(target.config_path, dump_config(config))
-                if config.task == "translation":
-                    write_signature(target, config)
-                target.write_run_info(config.task, __version__)  # last: marks the run as valid
-        except BaseException:
-            if created and not resume:  # never leave a half-made run directory behind
-                shutil.rmtree(target.path, ignore_errors=True)
-            raise
-        if target is not run:  # everything checked and built: now the old run goes
-            replace_run(run, target)
-        if resume:
-            atomic_write_text(run.config_path, dump_config(config))
+                      f"on {torch_device} ({threads} threads"
+                      f"{f' x {process.world_size} processes' if process.distributed else ''})")
+        # Rank 0 sets the run up (checks, tokenizers, config); the others then read it.
+        failed: BaseException | None = None
+        if process.is_main:
+            try:
+                task = set_up_run(config, run, resume, overwrite, torch_device, process, locks)
+            except BaseException as err:
+                failed = err
+        if process.broadcast(failed is not None):
+            if failed is not None:
+                raise failed
+            raise typer.Exit(2)  # rank 0 says why
+        if not process.is_main:
+            task = build_task(config, run, resume, torch_device, process)
         params = sum(p.numel() for p in task.model.parameters())
         console.print(f"model: {params:,} parameters")
         trainer = Trainer(task, config.training, run, torch_device, console, process,
@@ -106,6 +104,41 @@ def train(
     best = "none (no finite score)" if state.best_score is None else f"{state.best_score:.2f}"
     console.print(f"done: {state.step} steps, best {config.training.early_stopping_metric} "
                   f"{best} at step {state.best_step}; model: {run.model_path}")
+
+
+def check_batch_for_processes(config: Config, process: ProcessInfo) -> None:
+    """Batches are global (split between the processes): each process needs a share."""
+    t = config.training
+    if process.distributed and t.batch_tokens <= 0 and t.batch_size < process.world_size:
+        raise UserError(f"training.batch_size={t.batch_size} is the batch of all processes "
+                        f"together; it cannot be shared by {process.world_size} processes")
+
+
+def set_up_run(config: Config, run: RunDirectory, resume: bool, overwrite: bool, device,
+               process: ProcessInfo, locks: contextlib.ExitStack):
+    """Check ``run`` may be written, lock it, build the task (data, tokenizers, model) and
+    write the config: the run directory is ready to train. (Rank 0 only.)"""
+    from ..files import atomic_write_text
+
+    target, created = prepare_run_directory(run, resume, overwrite, process, locks)
+    if resume:
+        check_resumable(run, config)
+    try:
+        task = build_task(config, target, resume, device, process)
+        if not resume:
+            atomic_write_text(target.config_path, dump_config(config))
+            if config.task == "translation":
+                write_signature(target, config)
+            target.write_run_info(config.task, __version__)  # last: marks the run as valid
+    except BaseException:
+        if created and not resume:  # never leave a half-made run directory behind
+            shutil.rmtree(target.path, ignore_errors=True)
+        raise
+    if target is not run:  # everything checked and built: now the old run goes
+        replace_run(run, target)
+    if resume:
+        atomic_write_text(run.config_path, dump_config(config))
+    return task
 
 
 def prepare_run_directory(run: RunDirectory, resume: bool, overwrite: bool,

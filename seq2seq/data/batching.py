@@ -102,8 +102,13 @@ class BucketBatchSampler:
 
     Examples are sorted by length (ties broken at random per epoch), cut into batches of
     ``batch_size`` examples or, if ``batch_tokens`` > 0, of at most that many padded tokens,
-    and the batches are shuffled. Every example lands in exactly one batch. With
-    ``world_size`` > 1 each rank takes every world_size-th batch (equal counts per rank).
+    and the batches are shuffled. Every example lands in exactly one batch.
+
+    The batches are the same for any number of processes: with ``world_size`` > 1 each batch
+    is split into ``world_size`` contiguous shares and rank r takes share r, so every rank has
+    the same number of batches, the ranks' shares are disjoint and cover the epoch, and one
+    update of N processes sees the batch one process would. (A batch with fewer examples than
+    processes is merged into the one before it.)
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int = 64, batch_tokens: int = 0,
@@ -128,8 +133,8 @@ class BucketBatchSampler:
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         if self.world_size > 1:
-            usable = len(batches) - len(batches) % self.world_size
-            batches = batches[self.rank:usable:self.world_size]
+            batches = [np.array_split(batch, self.world_size)[self.rank]
+                       for batch in _merge_small(batches, self.world_size)]
         return batches
 
     def _cut(self, order: np.ndarray) -> list[np.ndarray]:
@@ -146,3 +151,17 @@ class BucketBatchSampler:
         if start < len(order):
             batches.append(order[start:])
         return batches
+
+
+def _merge_small(batches: list[np.ndarray], least: int) -> list[np.ndarray]:
+    """Merge each batch of fewer than ``least`` examples into the batch before it (or after
+    it, for the first), so that every process gets a share of every batch."""
+    merged: list[np.ndarray] = []
+    for batch in batches:
+        if merged and (len(batch) < least or len(merged[-1]) < least):
+            merged[-1] = np.concatenate([merged[-1], batch])
+        else:
+            merged.append(batch)
+    if len(merged) > 1 and len(merged[-1]) < least:  # only possible if all together are few
+        merged[-2:] = [np.concatenate(merged[-2:])]
+    return merged

@@ -333,9 +333,10 @@ class StreamBatch:
 class StreamWindows:
     """A token stream laid out as ``rows`` parallel rows, cut into ``bptt``-token windows.
 
-    Row r of an epoch holds the tokens [offset + r*L, offset + (r+1)*L] of this rank's share
-    of the stream; the offset (in [0, bptt), seeded by epoch) moves the window boundaries
-    from one epoch to the next. With several ranks each takes a contiguous share.
+    Row r of an epoch holds the tokens [offset + r*L, offset + (r+1)*L] of the stream; the
+    offset (in [0, bptt), seeded by epoch) moves the window boundaries from one epoch to the
+    next. With several processes, rank k takes the k-th contiguous share of the rows (its
+    carried state is that of its rows), so together they train on the batches one process would.
     """
 
     def __init__(self, ids: np.ndarray, rows: int, bptt: int, seed: int = 0, rank: int = 0,
@@ -343,13 +344,16 @@ class StreamWindows:
         if rows < 1:
             raise UserError("stream mode needs training.batch_size >= 1 (the number of parallel "
                             "streams; training.batch_tokens is for lines mode)")
+        if rows < world_size:
+            raise UserError(f"training.batch_size={rows} parallel streams cannot be shared by "
+                            f"{world_size} processes: use at least one stream per process")
         n = len(ids) - 1
-        share = n // world_size
-        self.ids = ids[rank * share: (rank + 1) * share + 1]
+        self.ids = ids
         self.rows = rows
+        self.my_rows = np.array_split(np.arange(rows), world_size)[rank]
         self.bptt = bptt
         self.seed = seed
-        if share // rows < 2:
+        if n // rows < 2:
             raise UserError(f"{where}: {n:,} tokens are too few for training.batch_size={rows} "
                             "parallel streams; lower training.batch_size")
 
@@ -367,7 +371,7 @@ class StreamWindows:
 
     def batch(self, window: Window) -> StreamBatch:
         offset, per_row = self._layout(window.epoch)
-        positions = (offset + np.arange(self.rows)[:, None] * per_row
+        positions = (offset + self.my_rows[:, None] * per_row
                      + window.start + np.arange(window.length)[None, :])
         inputs = torch.from_numpy(self.ids[positions].astype(np.int64))
         targets = torch.from_numpy(self.ids[positions + 1].astype(np.int64))

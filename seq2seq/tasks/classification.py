@@ -25,8 +25,8 @@ from ..metrics.classification import classification_scores
 from ..models.classification import ClassificationModel, classification_loss, copy_encoder_weights
 from ..pretrained import load_tokenizers, save_tokenizers, weights_path
 from ..run_directory import TEXT_TOKENIZER, RunDirectory
-from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer, load_tokenizer, train_tokenizer
+from ..training.distributed import ProcessInfo
 from ..training.trainer import Validation
 from ..word_vectors import start_from_vectors, vocabulary_words
 
@@ -64,20 +64,23 @@ class ClassificationTask:
         """
         data = config.data
         train_texts, dev_texts = load_train_dev(data, config.training.seed)
-        if resume:
+        # A resumed run, and every rank but 0 (which set the run up before the others start),
+        # read the labels and the tokenizer from the run directory.
+        reuse = resume or not process.is_main
+        if reuse:
             labels = LabelVocabulary.load(run.path)
             check_labels(train_texts, labels, f"{run.path}/labels.json")
         else:
             labels = label_names(train_texts)
         check_labels(dev_texts, labels, f"the training data {train_texts.where}")
         init_from = config.model.init_from
-        if resume:
+        if reuse:
             tokenizer, _ = load_tokenizers(run, config)
         elif init_from:
-            tokenizer, source_task = pretrained_tokenizer(init_from, run, process)
+            tokenizer, source_task = pretrained_tokenizer(init_from, run)
         else:
             tokenizer = train_text_tokenizer(train_texts.texts, config)
-        if not resume and process.is_main:
+        if not reuse:
             labels.save(run.path)
             if not init_from:
                 save_tokenizers(run, config, tokenizer, tokenizer)
@@ -93,11 +96,11 @@ class ClassificationTask:
             f"({', '.join(labels.names[:10])}{', ...' if len(labels) > 10 else ''}); "
             f"{tokenizer.kind} vocabulary {tokenizer.vocab_size}", markup=False, highlight=False)
         task = cls(config, train, dev, tokenizer, labels, device, process)
-        if init_from and not resume:
+        if init_from and not reuse:  # (the other ranks receive rank 0's weights)
             copied, total = copy_encoder_weights(task.model, weights_path(RunDirectory(init_from)))
             console.print(f"init_from {init_from}: copied {copied} of {total} embedding and "
                           f"encoder tensors from the {source_task.replace('_', ' ')} run")
-        if config.model.pretrained_embeddings and not resume:
+        if config.model.pretrained_embeddings and not reuse:
             console.print(start_from_vectors(task.model.embedding, tokenizer,
                                              config.model.pretrained_embeddings), markup=False)
         return task
@@ -158,8 +161,7 @@ def train_text_tokenizer(texts, config: Config) -> Tokenizer:
 PRETRAINED_TASKS = ("language_model", "classification")  # runs model.init_from can start from
 
 
-def pretrained_tokenizer(init_from: str, run: RunDirectory,
-                         process: ProcessInfo) -> tuple[Tokenizer, str]:
+def pretrained_tokenizer(init_from: str, run: RunDirectory) -> tuple[Tokenizer, str]:
     """Check ``init_from`` is a language-model or classification run; copy its tokenizer
     files into ``run``. Returns the tokenizer and the source run's task."""
     source = RunDirectory(init_from)
@@ -169,11 +171,10 @@ def pretrained_tokenizer(init_from: str, run: RunDirectory,
                         "or classification run")
     tokenizer = load_tokenizer(source.path, TEXT_TOKENIZER)
     weights_path(source)  # fail now, before any file is written, if there are no weights
-    if process.is_main:
-        for suffix in (".json", ".model"):
-            path = source.path / f"{TEXT_TOKENIZER}{suffix}"
-            if path.is_file():
-                atomic_write_bytes(run.path / path.name, path.read_bytes())
+    for suffix in (".json", ".model"):
+        path = source.path / f"{TEXT_TOKENIZER}{suffix}"
+        if path.is_file():
+            atomic_write_bytes(run.path / path.name, path.read_bytes())
     return tokenizer, task
 
 

@@ -27,8 +27,8 @@ from ..models.functional import sequence_loss
 from ..models.language_model import LanguageModel, LMState
 from ..pretrained import load_tokenizers, save_tokenizers
 from ..run_directory import RunDirectory
-from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer, train_tokenizer
+from ..training.distributed import ProcessInfo
 from ..training.trainer import Validation
 from ..word_vectors import start_from_vectors, vocabulary_words
 
@@ -147,7 +147,7 @@ class LanguageModelTask:
         data = config.data
         train_texts, dev_texts = load_train_dev(data)
         kind = config.model.language_model.condition_type
-        if resume:
+        if resume or not process.is_main:  # (rank 0 trained and saved it before the others start)
             tokenizer, _ = load_tokenizers(run, config)
             conditions = Conditions.load(run.path) if data.condition else None
         else:
@@ -159,10 +159,9 @@ class LanguageModelTask:
                 seed=config.training.seed,
                 extra_words=vocabulary_words(tok, config.model.pretrained_embeddings))
             conditions = Conditions.from_training(kind, train_texts) if data.condition else None
-            if process.is_main:
-                save_tokenizers(run, config, tokenizer, tokenizer)
-                if conditions is not None:
-                    conditions.save(run.path)
+            save_tokenizers(run, config, tokenizer, tokenizer)
+            if conditions is not None:
+                conditions.save(run.path)
         if data.lm_mode == "stream":
             train, dev = tokenize_stream(train_texts, tokenizer), tokenize_stream(dev_texts, tokenizer)
             console.print(f"data: a stream of {train.tokens:,} training and {dev.tokens:,} dev "
@@ -180,7 +179,7 @@ class LanguageModelTask:
                           f"{len(dev):,} dev lines ({dev_texts.where}); {config.tokenizer.kind} "
                           f"vocabulary {tokenizer.vocab_size}{conditioned}")
         task = cls(config, train, dev, tokenizer, conditions, device, process)
-        if config.model.pretrained_embeddings and not resume:
+        if config.model.pretrained_embeddings and not resume and process.is_main:
             console.print(start_from_vectors(task.model.embedding, tokenizer,
                                              config.model.pretrained_embeddings), markup=False)
         return task

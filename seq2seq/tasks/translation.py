@@ -17,8 +17,8 @@ from ..models.functional import sequence_loss
 from ..models.translation import TranslationModel
 from ..pretrained import load_tokenizers, save_tokenizers
 from ..run_directory import RunDirectory
-from ..runtime import ProcessInfo
 from ..tokenizers import Tokenizer
+from ..training.distributed import ProcessInfo
 from ..training.trainer import Validation
 from ..translator import decode_ids, decoding_precision
 
@@ -55,12 +55,11 @@ class TranslationTask:
         data = config.data
         train_texts = load_parallel(data, "train", drop_empty=True)
         dev_texts = load_parallel(data, "dev", drop_empty=False)
-        if resume:
+        if resume or not process.is_main:  # (rank 0 trained and saved them before the others start)
             src_tok, trg_tok = load_tokenizers(run, config)
         else:
             src_tok, trg_tok = train_tokenizers(train_texts, config.tokenizer, config.training.seed)
-            if process.is_main:
-                save_tokenizers(run, config, src_tok, trg_tok)
+            save_tokenizers(run, config, src_tok, trg_tok)
         train = tokenize_parallel(train_texts, src_tok, trg_tok, data.max_src_length,
                                   data.max_trg_length)
         dev = tokenize_parallel(dev_texts, src_tok, trg_tok, data.max_src_length,

@@ -3,6 +3,12 @@
 A head supplies a :class:`TrainingTask` (its model, batches, loss and validation); the
 :class:`Trainer` owns everything else: optimisation, schedules, clipping, mixed precision,
 validation and early stopping, checkpoints, exact resume, progress and logs.
+
+Several processes (torchrun) train one model: each computes the loss of its share of every
+batch through ``DistributedDataParallel``, which averages the gradients; the loss is divided
+by the whole batch's prediction count, so the update equals one process's on the whole batch.
+Rank 0 validates and writes the run directory; decisions that must agree (stop, the score,
+the precision) are made once and shared (``seq2seq.training.distributed``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from ..config import TrainingConfig
 from ..errors import UserError
 from ..precision import probe_rows, resolve_mixed_precision
 from ..run_directory import RunDirectory, average_weights, save_weights
-from ..runtime import ProcessInfo, cpu_has_native_bf16, mixed_precision
+from ..runtime import cpu_has_native_bf16, mixed_precision
+from .distributed import ProcessInfo, rank_seed
 from .optim import LearningRateSchedule, build_optimizer
 
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "accuracy": True, "macro_f1": True,
@@ -78,6 +85,7 @@ class TrainerState:
     window_nll: float = 0.0
     window_count: int = 0
     window_seconds: float = 0.0
+    world_size: int = 1  # processes training (a resume must use as many)
 
 
 class TrainingInterrupted(Exception):
@@ -134,15 +142,25 @@ class Trainer:
         self.show_progress = show_progress and process.is_main
         self.optimizer = build_optimizer(self.model.parameters(), config)
         self.schedule = LearningRateSchedule.from_config(config)
-        self.state = TrainerState()
+        self.state = TrainerState(world_size=process.world_size)
         self._saved_step = -1  # the step of the newest checkpoint on disk
         self.signals = StopSignals(self.console)
+        self.stop_signal = 0  # the signal that stopped training (agreed by all processes)
         amp = config.amp if device.type == "cuda" else config.cpu_amp
-        # ``auto`` times the model's products in each precision (once per machine and model)
-        self.precision = resolve_mixed_precision(
+        # ``auto`` times the model's products in each precision (once per machine and model;
+        # rank 0 decides for all, so every process computes alike)
+        self.precision = process.broadcast(resolve_mixed_precision(
             amp, device, self.model, training=True,
-            rows=probe_rows(config.batch_size, config.batch_tokens))
+            rows=probe_rows(config.batch_size, config.batch_tokens)) if process.is_main else None)
         self.use_amp = self.precision.enabled
+        # The module that computes the training loss: with several processes DDP wraps it
+        # (it starts every rank from rank 0's weights and averages gradients in backward).
+        self.loss_module: torch.nn.Module = _TaskLoss(task)
+        if process.distributed:
+            self.model.to(device)
+            self.loss_module = torch.nn.parallel.DistributedDataParallel(
+                self.loss_module, device_ids=[device.index] if device.type == "cuda" else None)
+            torch.manual_seed(rank_seed(config.seed, process.rank))  # own dropout masks
         if process.is_main:
             self.console.print(self.precision.line, markup=False, highlight=False)
         if amp is True and device.type == "cpu" and not cpu_has_native_bf16():
@@ -172,18 +190,25 @@ class Trainer:
             self.console.print("no checkpoint yet: the run starts again from step 0")
             return
         torch_state, trainer_state = loaded
+        saved_world = trainer_state.get("world_size", 1)
+        if saved_world != self.process.world_size:
+            raise UserError(f"{self.run.path} was trained by {saved_world} process"
+                            f"{'es' if saved_world != 1 else ''}: resume it with as many "
+                            f"(this is {self.process.world_size}); the random numbers and the "
+                            "state each process carries are saved per process")
+        own = torch_state["ranks"][self.process.rank] if "ranks" in torch_state else torch_state
         try:
             self.optimizer.load_state_dict(torch_state["optimizer"])
             self.schedule.load_state_dict(torch_state["schedule"])
             self.scaler.load_state_dict(torch_state.get("scaler", {}))
-            torch.set_rng_state(torch_state["rng"])
+            torch.set_rng_state(own["rng"])
         except (ValueError, KeyError, TypeError, RuntimeError) as err:
             raise UserError(f"{self.run.checkpoints}: the newest checkpoint's optimizer or "
                             f"schedule state does not fit this run ({err})") from None
-        if torch.cuda.is_available() and "cuda_rng" in torch_state:
-            torch.cuda.set_rng_state_all(torch_state["cuda_rng"])
-        if "task" in torch_state:
-            self.task.load_state_dict(torch_state["task"])
+        if torch.cuda.is_available() and "cuda_rng" in own:
+            torch.cuda.set_rng_state_all(own["cuda_rng"])
+        if "task" in own:
+            self.task.load_state_dict(own["task"])
         self.state = TrainerState(**trainer_state)
         self._saved_step = self.state.step
         if self.process.is_main:
@@ -191,21 +216,24 @@ class Trainer:
         self.console.print(f"resumed from step {self.state.step} (epoch {self.state.epoch + 1})")
 
     def save_checkpoint(self) -> None:
+        """Save where training stands (every process calls it: each one's random numbers and
+        carried state go into rank 0's checkpoint)."""
+        own: dict[str, Any] = {"rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            own["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if hasattr(self.task, "state_dict"):
+            own["task"] = self.task.state_dict()
+        ranks = self.process.all_gather(own)
+        self._saved_step = self.state.step
         if not self.process.is_main:
             return
-        torch_state = {
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": torch.get_rng_state(),
-        }
-        if torch.cuda.is_available():
-            torch_state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        if hasattr(self.task, "state_dict"):
-            torch_state["task"] = self.task.state_dict()
+        torch_state = {"optimizer": self.optimizer.state_dict(),
+                       "schedule": self.schedule.state_dict(),
+                       "scaler": self.scaler.state_dict(), **own}
+        if self.process.distributed:
+            torch_state["ranks"] = ranks
         self.run.save_checkpoint(self.state.step, self.model, torch_state,
                                  dataclasses.asdict(self.state), self.config.keep_last)
-        self._saved_step = self.state.step
 
     # ---- the loop ----
 
@@ -223,12 +251,12 @@ class Trainer:
                     s.batch_in_epoch = 0
                     if c.validate_every == 0:
                         self._validate()
-            if self.signals.received is not None:
+            if self.stop_signal:
                 if self._saved_step != s.step:
                     self.save_checkpoint()
                 self.console.print(f"stopped at step {s.step}; checkpoint saved: continue with "
                                    "--resume")
-                raise TrainingInterrupted(self.signals.received)
+                raise TrainingInterrupted(self.stop_signal)
         if s.last_validated_step != s.step:
             self._validate()
         self._finalize()
@@ -236,11 +264,12 @@ class Trainer:
 
     def _should_stop(self) -> bool:
         c, s = self.config, self.state
-        if self.signals.received is not None:
+        # A signal or the clock may reach one process before the others: they agree first.
+        self.stop_signal = self.process.all_max(self.signals.received or 0)
+        out_of_time = bool(c.max_minutes) and s.train_seconds >= c.max_minutes * 60
+        if self.stop_signal or self.process.all_max(int(out_of_time)):
             return True
         if c.max_steps and s.step >= c.max_steps:
-            return True
-        if c.max_minutes and s.train_seconds >= c.max_minutes * 60:
             return True
         return bool(c.patience) and s.bad_validations >= c.patience
 
@@ -284,12 +313,17 @@ class Trainer:
         """One optimizer step on one batch; returns (summed NLL, predictions made), or None
         when the loss or the gradient norm is not finite and the update was skipped."""
         with mixed_precision(self.device, self.use_amp, training=True):
-            loss, nll, count = self.task.loss(batch, self.state.step)
-        if not bool(torch.isfinite(loss.detach())):
+            loss, nll, count = self.loss_module(batch, self.state.step)
+        # With several processes: the whole batch's NLL and count, and whether any loss is
+        # not finite (then every process skips the update)
+        nll, count, nonfinite = self.process.all_sum(
+            [float(nll), count, float(not bool(torch.isfinite(loss.detach())))])
+        if nonfinite:
             self.optimizer.zero_grad(set_to_none=True)
             return None
-        # Normalise by predictions so the learning rate does not depend on batch length.
-        self.scaler.scale(loss / max(count, 1)).backward()
+        # Normalise by predictions so the learning rate does not depend on batch length (DDP
+        # averages the processes' gradients: the sum over the whole batch is world_size x that).
+        self.scaler.scale(loss / (max(count, 1) / self.process.world_size)).backward()
         self.scaler.unscale_(self.optimizer)
         # The norm is measured even without clipping (max_norm inf), to catch a non-finite one.
         max_norm = self.config.clip_grad_norm if self.config.clip_grad_norm > 0 else math.inf
@@ -301,7 +335,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(nll), count
+        return nll, int(count)
 
     def _skipped_update(self) -> None:
         """Count an update skipped for a non-finite loss or gradient; stop after too many in
@@ -338,7 +372,10 @@ class Trainer:
     def _validate(self) -> None:
         s = self.state
         started = time.perf_counter()
-        result = self.task.validate()
+        # rank 0 validates; every process takes its score (early stopping, plateau schedule)
+        result = self.task.validate() if self.process.is_main else None
+        result = Validation(self.process.broadcast(result.metrics if result else None),
+                            result.examples if result else [])
         self.model.train()
         seconds = time.perf_counter() - started
         s.last_validated_step = s.step
@@ -396,6 +433,19 @@ class Trainer:
 
 
 _TRAINER_KEYS = {f.name for f in dataclasses.fields(TrainerState)}
+
+
+class _TaskLoss(torch.nn.Module):
+    """The task's loss as a module's forward, for DistributedDataParallel to wrap (DDP
+    synchronises the gradients of what its forward computes)."""
+
+    def __init__(self, task: TrainingTask) -> None:
+        super().__init__()
+        self.model = task.model  # registers the parameters
+        self.task = [task]  # (in a list: not a submodule)
+
+    def forward(self, batch: Any, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self.task[0].loss(batch, step)
 
 
 class _NoProgress:
