@@ -97,3 +97,27 @@ def test_id_column_from_dataset_matches_rows():
     assert column.lengths().tolist() == [3, 0, 1]
     selected = IdColumn.from_dataset(ds.select([2, 0]), "ids")
     assert [selected.row(i).tolist() for i in range(2)] == [[4], [1, 2, 3]]
+
+
+def test_a_cached_corpus_keeps_its_ids_memory_mapped(tmp_path):
+    """A dataset in an Arrow cache file (many record batches) gives memory-mapped ids, written
+    once beside it and equal to the in-memory column; a second load reuses the files."""
+    import datasets
+
+    rows = [[int(x) for x in np.random.default_rng(i).integers(4, 50, size=i % 7)] for i in range(2500)]
+    in_memory = datasets.Dataset.from_dict({"ids": rows})
+    cached = in_memory.map(lambda batch: batch, batched=True, writer_batch_size=100,
+                           cache_file_name=str(tmp_path / "cache.arrow"))
+    assert len(cached.with_format("arrow")[:].column("ids").chunks) > 1
+    column = IdColumn.from_dataset(cached, "ids")
+    plain = IdColumn.from_lists(rows)
+    assert isinstance(column.values, np.memmap) and isinstance(column.offsets, np.memmap)
+    assert np.array_equal(column.values, plain.values)
+    assert np.array_equal(column.offsets, plain.offsets)
+    assert [column.row(i).tolist() for i in (0, 6, 2499)] == [rows[0], rows[6], rows[2499]]
+    written = sorted(tmp_path.glob("cache.arrow.ids.*.npy"))
+    stamps = [p.stat().st_mtime_ns for p in written]
+    again = IdColumn.from_dataset(cached, "ids")
+    assert [p.stat().st_mtime_ns for p in written] == stamps and len(written) == 2
+    assert np.array_equal(again.values, plain.values)
+    assert not list(tmp_path.glob(".*.tmp"))

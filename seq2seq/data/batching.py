@@ -8,10 +8,12 @@ walking Python lists.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..files import atomic_path
 from ..tokenizers import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -24,11 +26,46 @@ class IdColumn:
 
     @classmethod
     def from_dataset(cls, dataset, name: str) -> IdColumn:
-        """Take a list<int> column of a ``datasets.Dataset`` without copying row by row."""
+        """Take a list<int> column of a ``datasets.Dataset`` without copying row by row.
+
+        A dataset kept in one Arrow cache file (a tokenized corpus) keeps its ids on disk: the
+        flat values and offsets are written once beside that file and memory-mapped, so a
+        corpus larger than memory costs a process only the pages it reads, processes on one
+        machine share them, and a restart or another process finds them ready. (Arrow's own
+        column is cut into record batches; joining them would copy every token into memory.)
+        """
+        files = dataset.cache_files
+        if len(files) == 1 and dataset._indices is None and len(dataset) > 0:
+            return cls._memory_mapped(dataset, name, Path(files[0]["filename"]))
         table = dataset.with_format("arrow")[:]  # zero-copy view of the memory-mapped table
         column = table.column(name).combine_chunks()
         return cls(values=column.values.to_numpy(zero_copy_only=False),
                    offsets=column.offsets.to_numpy(zero_copy_only=False))
+
+    @classmethod
+    def _memory_mapped(cls, dataset, name: str, arrow_file: Path) -> IdColumn:
+        values_path = arrow_file.with_name(f"{arrow_file.name}.{name}.values.npy")
+        offsets_path = arrow_file.with_name(f"{arrow_file.name}.{name}.offsets.npy")
+        if not (values_path.is_file() and offsets_path.is_file()):
+            chunks = dataset.with_format("arrow")[:].column(name).chunks
+            lengths = np.concatenate([c.value_lengths().to_numpy(zero_copy_only=False)
+                                      for c in chunks]).astype(np.int64)
+            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            with atomic_path(values_path) as tmp:
+                values = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32,
+                                                   shape=(int(offsets[-1]),))
+                start = 0
+                for chunk in chunks:  # one record batch at a time: memory stays flat
+                    flat = chunk.flatten().to_numpy(zero_copy_only=False)
+                    values[start: start + len(flat)] = flat
+                    start += len(flat)
+                values.flush()
+                del values
+            with atomic_path(offsets_path) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, offsets, allow_pickle=False)
+        return cls(values=np.load(values_path, mmap_mode="r"),
+                   offsets=np.load(offsets_path, mmap_mode="r"))
 
     @classmethod
     def from_lists(cls, rows: list[list[int]]) -> IdColumn:
