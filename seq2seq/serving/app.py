@@ -147,11 +147,18 @@ def stream(served: ServedModel, body: Any) -> StreamingResponse:
                 yield sse("error", {"error": "internal error (see the server's log)"})
             else:
                 yield sse("done", served.service.respond(body, outputs))
-        finally:
+        finally:  # the client went away, or all is sent: a generation still running stops
             gone.set()
+            running.add_done_callback(_consume)
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
+
+
+def _consume(task: asyncio.Future) -> None:
+    """Read a finished task's outcome, so an unread error is not logged as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def sse(event: str, data: Any) -> str:

@@ -22,6 +22,7 @@ class TranslationService:
         self.name = name
         self.translator = translator
         self.limits = limits
+        self._checked: dict[tuple, tuple[int, int, float]] = {}
 
     def describe(self) -> dict[str, Any]:
         config = self.translator.config
@@ -38,15 +39,26 @@ class TranslationService:
         beam = body.beam_size or self.translator.config.decoding.beam_size
         check_range(body.n_best, "n_best", 1, beam)
         check_range(body.length_penalty, "length_penalty", 0.0, 10.0)
-        try:
-            decoding = self.translator.decoding_config(
-                beam_size=body.beam_size, n_best=body.n_best, length_penalty=body.length_penalty)
-        except UserError as err:
-            raise RequestError("options", str(err)) from None
-        key = ("translate", decoding.beam_size, decoding.n_best, decoding.length_penalty,
+        key = ("translate", *self._decoding(body.beam_size, body.n_best, body.length_penalty),
                body.attention)
         tokens = self.translator.src_tokenizer.encode_batch(body.texts)
         return Job(key, list(body.texts), sum(len(ids) + 1 for ids in tokens))
+
+    def _decoding(self, beam_size: int | None, n_best: int | None,
+                  length_penalty: float | None) -> tuple[int, int, float]:
+        """The options a search runs with (the run's own where not given), checked. Kept:
+        checking them as a config costs milliseconds, on the event loop."""
+        given = (beam_size, n_best, length_penalty)
+        if given not in self._checked:
+            try:
+                decoding = self.translator.decoding_config(
+                    beam_size=beam_size, n_best=n_best, length_penalty=length_penalty)
+            except UserError as err:
+                raise RequestError("options", str(err)) from None
+            if len(self._checked) >= 1024:
+                self._checked.clear()
+            self._checked[given] = (decoding.beam_size, decoding.n_best, decoding.length_penalty)
+        return self._checked[given]
 
     def run(self, key: Hashable, texts: list[str]) -> list[tuple[list[Translation], Any]]:
         """One batched search (on the worker thread) -> per text (n-best, attention or None)."""
