@@ -280,15 +280,45 @@ def test_generate_streams_server_sent_events(client, runs):
     assert events[-1][1]["samples"][0]["text"] == expected.text
 
 
+def test_a_stream_closed_by_its_client_stops_generating(runs, monkeypatch):
+    served = load_model("lm", runs["pangram"], Limits(max_tokens=50_000), "cpu")
+    outcomes = []
+    run = served.batcher.run
+
+    def recorded(key, inputs):
+        try:
+            result = run(key, inputs)
+        except Exception as err:
+            outcomes.append(type(err).__name__)
+            raise
+        outcomes.append("finished")
+        return result
+
+    monkeypatch.setattr(served.batcher, "run", recorded)
+    running = ServerThread(create_app({"lm": served}, Limits(max_tokens=50_000)))
+    try:
+        body = {"seed": 2, "max_tokens": 50_000, "stream": True}
+        with httpx.stream("POST", f"{running.url}/v1/generate", json=body, timeout=60) as response:
+            assert next(response.iter_lines()).startswith("event: token")
+        deadline = time.monotonic() + 60
+        while not outcomes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert outcomes == ["_ClientGone"]  # stopped at a token, long before 50,000
+    finally:
+        running.stop()
+
+
 def test_docs_openapi_and_page(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/translate", "/v1/classify", "/v1/generate", "/v1/models", "/healthz"} <= set(paths)
     assert client.get("/docs").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "<select id=\"model\"" in page.text
-    for asset in ("/static/app.js", "/static/style.css"):
-        assert client.get(asset).status_code == 200
-    for text in (page.text, client.get("/static/app.js").text, client.get("/static/style.css").text):
+    assets = ["/", "/docs", "/static/app.js", "/static/docs.js", "/static/style.css"]
+    for asset in assets:
+        response = client.get(asset)
+        assert response.status_code == 200
+        text = response.text
         assert "http://" not in text and "https://" not in text  # nothing from the network
 
 
@@ -569,6 +599,13 @@ def test_the_page_translates_classifies_and_generates_in_chromium(server):
             assert errors == [] and outside == []
             # the page fits a phone: nothing wider than the screen but the heatmap's own box
             assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+            page.goto(server.url + "/docs")  # the API reference, drawn offline from the schema
+            page.wait_for_selector("#endpoints h2")
+            titles = page.locator("#endpoints h2").all_inner_texts()
+            assert {"POST /v1/translate", "POST /v1/classify", "POST /v1/generate"} <= set(titles)
+            assert "texts *" in page.locator("#endpoints").inner_text()
+            assert errors == [] and outside == []
         finally:
             browser.close()
 

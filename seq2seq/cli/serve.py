@@ -14,7 +14,7 @@ from .app import DEVICE_HELP, app, console, user_errors
 @app.command()
 @user_errors
 def serve(
-    runs: list[str] = typer.Argument(..., metavar="RUN_DIR [NAME=RUN_DIR ...]",
+    runs: list[str] = typer.Argument(..., metavar="RUN_DIR|NAME=RUN_DIR",
                                      help="Runs to serve, named after their folder or NAME."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every "
                              "interface; then set an API key)."),
@@ -27,6 +27,7 @@ def serve(
     max_tokens: int = typer.Option(512, help="Tokens generated per request at most."),
     max_body: int = typer.Option(1_000_000, help="Bytes per request body at most."),
     max_beam_size: int = typer.Option(16, help="beam_size at most."),
+    max_samples: int = typer.Option(8, help="num_samples (generation) at most."),
     batch_tokens: int = typer.Option(4096, help="Source tokens gathered into one batch at most."),
     max_wait_ms: float = typer.Option(5.0, help="How long a request waits for others to "
                                       "batch with (milliseconds)."),
@@ -44,6 +45,7 @@ def serve(
     for name, value, low in [("--port", port, 0), ("--max-texts", max_texts, 1),
                              ("--max-chars", max_chars, 1), ("--max-tokens", max_tokens, 1),
                              ("--max-body", max_body, 1), ("--max-beam-size", max_beam_size, 1),
+                             ("--max-samples", max_samples, 1),
                              ("--batch-tokens", batch_tokens, 1), ("--max-wait-ms", max_wait_ms, 0),
                              ("--threads", threads, 0)]:
         if value < low:
@@ -55,7 +57,8 @@ def serve(
     specs = parse_model_specs(runs)
     check_port_free(host, port)
     limits = Limits(max_texts=max_texts, max_chars=max_chars, max_tokens=max_tokens,
-                    max_body_bytes=max_body, max_beam_size=max_beam_size)
+                    max_body_bytes=max_body, max_beam_size=max_beam_size,
+                    max_samples=max_samples)
     used = configure_threads(threads)
     models = {}
     for name, run_dir in specs:

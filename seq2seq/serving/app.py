@@ -47,7 +47,9 @@ def create_app(models: dict[str, ServedModel], limits: Limits,
         for served in models.values():  # after the server has finished every request
             await served.batcher.stop()
 
+    # docs_url=None: FastAPI's own /docs loads its scripts from a CDN; ours works offline
     app = FastAPI(title="seq2seq serve", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
                   description="Translate, classify and generate with trained seq2seq runs. "
                   "Errors are JSON: {\"error\": \"<field>: <message>\"}.")
     app.add_middleware(Gate, api_key=api_key, max_body=limits.max_body_bytes)
@@ -68,6 +70,10 @@ def create_app(models: dict[str, ServedModel], limits: Limits,
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> FileResponse:
+        return FileResponse(STATIC / "docs.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
