@@ -587,6 +587,8 @@ def test_the_page_translates_classifies_and_generates_in_chromium(server):
             assert page.locator("#classify-label").inner_text().split(" ")[0] in {"neg", "pos"}
 
             page.select_option("#model", "pangram")
+            assert page.locator("#generate").is_visible() and not page.locator("#classify").is_visible()
+            assert not page.locator("#generate-condition-label").is_visible()  # not conditioned
             page.fill("#generate-prompt", "pack my")
             page.fill("#generate-max", "30")
             page.fill("#generate-seed", "5")
