@@ -34,7 +34,7 @@ from seq2seq.serving.schemas import Limits
 from .cli_helpers import assert_user_error, run_cli
 from .test_classification import sentiment_rows, tiny_raw, write_tsv
 from .test_cli_translation import tiny_config
-from .test_language_model import PANGRAM, stream_config
+from .test_language_model import PANGRAM, conditioned_config, stream_config, write_conditioned
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = Limits(max_texts=8, max_chars=100, max_tokens=120, max_body_bytes=4000, max_beam_size=6,
@@ -304,6 +304,29 @@ def test_a_stream_closed_by_its_client_stops_generating(runs, monkeypatch):
         while not outcomes and time.monotonic() < deadline:
             time.sleep(0.05)
         assert outcomes == ["_ClientGone"]  # stopped at a token, long before 50,000
+    finally:
+        running.stop()
+
+
+def test_a_conditioned_model_generates_for_the_condition_given(tmp_path):
+    write_conditioned(tmp_path / "train.tsv")
+    raw = conditioned_config(tmp_path / "train.tsv", "label", "init")
+    raw["training"].update(max_steps=4, validate_every=4)
+    run = train_cli(write_yaml(tmp_path / "cond.yaml", raw), tmp_path / "run")
+    running = ServerThread(create_app({"updown": load_model("updown", run, LIMITS, "cpu")}, LIMITS))
+    generator = Generator.from_pretrained(run, device="cpu")
+    try:
+        with httpx.Client(base_url=running.url, timeout=60) as client:
+            assert client.get("/v1/models").json()["models"][0]["conditions"] == ["down", "up"]
+            for condition in ("up", "down"):
+                answer = post(client, "/v1/generate", {"condition": condition, "seed": 4,
+                                                       "max_tokens": 8})
+                expected = generator.generate(condition=condition, seed=4, max_tokens=8)[0]
+                assert answer.json()["samples"][0]["text"] == expected.text
+            for body, words in [({}, "give a condition"), ({"condition": "sideways"}, "sideways")]:
+                refused = post(client, "/v1/generate", body)
+                assert refused.status_code == 422 and refused.json()["field"] == "condition"
+                assert words in refused.json()["error"]
     finally:
         running.stop()
 

@@ -77,9 +77,12 @@ function choose() {
   if (model.head === "classification") $("classify-topk").value = Math.min(5, model.labels.length);
   if (model.head === "language_model") {
     $("generate-max").value = model.defaults.max_tokens;
-    const conditions = Array.isArray(model.conditions) ? model.conditions : [];
-    $("generate-condition").replaceChildren(...conditions.map((c) => new Option(c, c)));
-    $("generate-condition-label").hidden = conditions.length === 0;
+    // a label model: its labels to pick from; a feature model: "N features", typed comma-separated
+    const labels = Array.isArray(model.conditions) ? model.conditions : [];
+    $("generate-conditions").replaceChildren(...labels.map((c) => new Option(c, c)));
+    $("generate-condition").value = labels.length ? labels[0] : "";
+    $("generate-condition").placeholder = labels.length ? "a label" : `${model.conditions}, comma-separated`;
+    $("generate-condition-label").hidden = model.conditions === null;
   }
 }
 
