@@ -5,11 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_RUN ?= runs/demo_es_en
 
-.PHONY: demo test install clean
+.PHONY: demo test install browser clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,serve]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -23,7 +23,16 @@ demo: install
 		"Mi hermano es más alto que yo." \
 		"No sé qué hacer."
 
-test: install
+# The browser test of `seq2seq serve` drives Debian's chromium. Installed here when missing and
+# apt-get can install it (as root); elsewhere that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+				|| echo "note: apt-get could not install chromium: the browser test will be skipped"; \
+		else echo "note: chromium is missing (install it to run the browser test)"; fi; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 clean:

@@ -1,0 +1,160 @@
+"""Dynamic batching: concurrent requests to one model gathered into one batched call.
+
+A request becomes a :class:`Job`: its inputs (texts), their cost (source tokens) and a key
+naming the options its inputs must share with the others of a batch (beam size, n-best, ...).
+The batcher waits at most ``max_wait`` seconds after the oldest waiting job for others with
+its key, up to ``budget`` tokens, then runs them as one call on the model's own worker
+thread: the event loop goes on accepting requests meanwhile, and jobs that arrive during a
+call form the next batch at once. Jobs whose key is None (a sampled generation, with its own
+seed and streaming callback) run alone.
+
+A batch that fails is run again one job at a time, so a job that fails fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("seq2seq.serve")
+
+RunBatch = Callable[[Hashable, list[Any]], list[Any]]  # (key, inputs) -> one output per input
+
+
+@dataclass
+class Job:
+    key: Hashable | None  # jobs with equal keys may share a call; None: never shared
+    inputs: list[Any]
+    cost: int = 1  # what counts against the batch budget (source tokens)
+
+
+@dataclass
+class _Waiting:
+    job: Job
+    future: asyncio.Future
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    """Runs the jobs of one model; ``run(key, inputs)`` is called on one worker thread."""
+
+    def __init__(self, name: str, run: RunBatch, budget: int = 4096,
+                 max_wait: float = 0.005) -> None:
+        self.name = name
+        self.run = run
+        self.budget = budget
+        self.max_wait = max_wait
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"serve-{name}")
+        self.waiting: list[_Waiting] = []
+        self.requests = 0  # jobs run
+        self.batches = 0  # calls made
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start gathering (in the running event loop); a batcher serves one app at a time."""
+        if self._task is not None and not self._task.done():
+            raise RuntimeError(f"the batcher of {self.name} is already running")
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Stop gathering; a call in progress finishes first."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self.executor.shutdown(wait=True)
+
+    async def submit(self, job: Job) -> list[Any]:
+        """The outputs of ``job``'s inputs, in order (or the exception its run raised)."""
+        if self._task is None or self._task.done():
+            raise RuntimeError(f"the batcher of {self.name} is not running")
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append(_Waiting(job, future))
+        self._wake.set()
+        return await future
+
+    async def _loop(self) -> None:
+        while True:
+            self.waiting = [w for w in self.waiting if not w.future.done()]  # gone clients
+            if not self.waiting:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            first = self.waiting[0]
+            if first.job.key is not None:
+                await self._gather(first)
+            batch = self._take(first.job.key)
+            if batch:
+                await self._run(batch)
+
+    async def _gather(self, first: _Waiting) -> None:
+        """Wait until ``max_wait`` after ``first`` arrived, or until its key fills the budget."""
+        while True:
+            remaining = first.arrived + self.max_wait - time.monotonic()
+            same = sum(w.job.cost for w in self.waiting if w.job.key == first.job.key)
+            if remaining <= 0 or same >= self.budget:
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _take(self, key: Hashable | None) -> list[_Waiting]:
+        """The oldest waiting jobs with ``key`` that fit the budget (the first always does)."""
+        batch, cost = [], 0
+        for waiting in self.waiting:
+            if waiting.future.done() or waiting.job.key != key:
+                continue
+            if batch and (key is None or cost + waiting.job.cost > self.budget):
+                break
+            batch.append(waiting)
+            cost += waiting.job.cost
+        taken = set(map(id, batch))
+        self.waiting = [w for w in self.waiting if id(w) not in taken]
+        return [w for w in batch if not w.future.done()]
+
+    async def _run(self, batch: list[_Waiting]) -> None:
+        loop = asyncio.get_running_loop()
+        inputs = [x for waiting in batch for x in waiting.job.inputs]
+        self.batches += 1
+        self.requests += len(batch)
+        try:
+            outputs = await loop.run_in_executor(self.executor, self.run, batch[0].job.key, inputs)
+        except Exception as err:
+            if len(batch) == 1:
+                _settle(batch[0].future, error=err)
+                return
+            for waiting in batch:  # find the one at fault: each alone
+                self.batches += 1
+                try:
+                    outputs = await loop.run_in_executor(self.executor, self.run,
+                                                         waiting.job.key, waiting.job.inputs)
+                except Exception as alone:
+                    _settle(waiting.future, error=alone)
+                else:
+                    _settle(waiting.future, outputs)
+            return
+        start = 0
+        for waiting in batch:
+            end = start + len(waiting.job.inputs)
+            _settle(waiting.future, outputs[start:end])
+            start = end
+
+
+def _settle(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
+    if future.done():  # the client went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
