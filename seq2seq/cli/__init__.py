@@ -2,13 +2,14 @@
 
 - ``train``: every task (the config names it);
 - ``translate``, ``classify``, ``generate``: inference, one per head;
-- ``evaluate``: scores any run, dispatching on the run's task.
+- ``evaluate``: scores any run, dispatching on the run's task;
+- ``export``: a run's model as ONNX graphs (which the inference commands also run).
 """
 
 import os
 import sys
 
-from . import classify, evaluate, generate, train, translate  # noqa: F401  (registers commands)
+from . import classify, evaluate, export, generate, train, translate  # noqa: F401  (registers commands)
 from .app import app
 
 # Commands that have written and closed every output when the app returns. Tearing down an
