@@ -342,6 +342,11 @@ def test_options_that_do_not_apply_to_an_export(translation_export, translation_
                               translation_run / "model.safetensors"), "--checkpoint")
     assert_user_error(run_cli("classify", translation_export, "1 2"), "translation",
                       "not a classification")
+    assert_user_error(run_cli("translate", translation_export, "1 2", "--device", "cuda:0"),
+                      "--device")
+    assert_user_error(run_cli("evaluate", translation_export, "--report", "r"), "--report",
+                      "ONNX export")
+    assert_user_error(run_cli("diagnose", translation_export), "diagnose", "ONNX export")
 
 
 # ---- classifier and language model end to end -------------------------------------------

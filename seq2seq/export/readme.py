@@ -7,10 +7,10 @@ from typing import Any
 _TRANSLATION = """\
 ## Translating
 
-1. Tokenize the source with the tokenizer files (`{tokenizers}`), cut it to
-   {max_src_length} - 1 ids and append `</s>` (id {eos}); pad a batch with id {pad}.
+1. Tokenize the source with the tokenizer files (`{tokenizers}`), keep at most
+   {max_ids} ids and append `</s>` (id {eos}); pad a batch with id {pad}.
 2. Run `encoder.onnx` on `src` [batch, source] and `src_lengths` [batch] (`</s>` counted).
-   Its outputs are the decoder state: {state}.
+   Of its outputs, those `decoder_step.onnx` takes are the decoder state: {state}.
 3. Start every row with `<s>` (id {bos}) and run `decoder_step.onnx` on `tokens` [batch] and
    the state. It returns `log_probs` [batch, vocab] and the new recurrent state
    ({recurrent}: each `X_out` is fed back as `X` at the next step){attention}. `memory`, `keys`
@@ -66,14 +66,14 @@ def readme_text(manifest: dict[str, Any]) -> str:
     lines.append("")
     if head == "translation":
         step = graphs["decoder_step"]
-        state = [t["name"] for t in graphs["encoder"]["outputs"]]
+        state = [t["name"] for t in step["inputs"][1:]]
         recurrent = [t["name"] for t in step["outputs"] if t["name"].endswith("_out")]
         attention = (", and `attention` [batch, source], the weights over the source"
                      if any(t["name"] == "attention" for t in step["outputs"]) else "")
         lines.append(_TRANSLATION.format(
             tokenizers=tokenizers, state=", ".join(f"`{n}`" for n in state),
             recurrent=", ".join(f"`{n}`" for n in recurrent), attention=attention,
-            max_src_length=manifest["decoding"]["max_src_length"], **special))
+            max_ids=manifest["decoding"]["max_src_length"] - 1, **special))
     elif head == "classification":
         lines.append(_CLASSIFICATION.format(
             tokenizers=tokenizers, max_length=manifest["classification"]["max_length"],
