@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from seq2seq import Translator
 from seq2seq.classifier import class_probabilities
 from seq2seq.config import (
     ClassifierConfig,
@@ -37,7 +38,7 @@ from seq2seq.export.run import write_export
 from seq2seq.models.classification import ClassificationModel
 from seq2seq.models.language_model import LanguageModel
 from seq2seq.models.translation import TranslationModel
-from seq2seq.run_directory import RunDirectory
+from seq2seq.run_directory import RunDirectory, save_weights
 from seq2seq.search import beam_search, greedy_search, sample, start_tokens
 from seq2seq.tokenizers import EOS_ID, PAD_ID
 
@@ -223,11 +224,23 @@ def translation_run(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("export_translation")
     config = tiny_config(directory)
     raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    raw["training"].update(max_steps=16, validate_every=16)
+    raw["training"].update(max_steps=4, validate_every=4)
     config.write_text(yaml.safe_dump(raw), encoding="utf-8")
     run = directory / "run"
     result = run_cli("train", config, "--run-dir", run, "-q")
     assert result.exit_code == 0, result.output
+    # A few steps teach it little: larger embeddings and a random output layer make its
+    # translations differ from sentence to sentence (and from beam to greedy).
+    translator = Translator.from_pretrained(run, device="cpu")
+    model = translator.model
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.src_embed.weight.mul_(5.0)
+        model.trg_embed.weight.mul_(5.0)
+        model.output_layer.weight.normal_(0.0, 1.0)
+        model.output_layer.bias.zero_()
+        model.output_layer.bias[EOS_ID] = -2.0  # beam search would favour short outputs
+    save_weights(model, run / "model.safetensors")
     return run
 
 
@@ -256,11 +269,12 @@ def test_export_folder_is_self_contained(translation_export):
 @pytest.mark.parametrize("beam", ["1", "5"])
 def test_translate_and_evaluate_an_export_as_the_run(translation_run, translation_export,
                                                      tmp_path, beam):
-    lines = "1 2 3\n4 5\n9 8 7 6\n\n0\n"
+    lines = "1 2 3\n4 5\n9 8 7 6\n\n0\n7 7 1 2 3\n5 5 5\n8 1\n"
     from_run = run_cli("translate", translation_run, "--beam-size", beam, input=lines)
     from_export = run_cli("translate", translation_export, "--beam-size", beam, input=lines)
     assert from_run.exit_code == 0 and from_export.exit_code == 0, from_export.output
     assert from_export.stdout == from_run.stdout
+    assert len(set(from_run.stdout.splitlines())) >= 3  # varied translations were compared
     test = translation_run.parent / "test.tsv"
     rows = [line.split("\t") for line in test.read_text(encoding="utf-8").splitlines()[1:]]
     (tmp_path / "src.txt").write_text("".join(r[0] + "\n" for r in rows), encoding="utf-8")
@@ -364,6 +378,7 @@ def test_classify_an_export_as_the_run(tmp_path):
     from_export = run_cli("classify", tmp_path / "export", "--top-k", "2", input=texts)
     assert from_run.exit_code == 0 and from_export.exit_code == 0, from_export.output
     assert from_export.stdout == from_run.stdout
+    assert len(set(from_run.stdout.splitlines())) >= 3
 
 
 def test_generate_from_an_export_as_the_run(tmp_path):
@@ -386,3 +401,18 @@ def test_generate_from_an_export_as_the_run(tmp_path):
                 assert a == b
         else:
             assert from_export.stdout == from_run.stdout
+
+
+def test_the_documented_greedy_loop_translates_as_seq2seq(translation_run, translation_export):
+    """docs/export.md's onnxruntime-only loop gives what `seq2seq translate --beam-size 1` does."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text(encoding="utf-8")
+    block = text.split("```python\n")[1].split("```")[0]
+    assert "import torch" not in block and "import seq2seq" not in block
+    namespace: dict = {}
+    exec(compile(block, "docs/export.md", "exec"), namespace)
+    sentences = ["1 2 3", "4 5", "9 8 7 6", "0", "7 7 1 2 3", "5 5 5", "8 1"]
+    expected = run_cli("translate", translation_run, "--beam-size", "1", *sentences)
+    assert expected.exit_code == 0, expected.output
+    found = namespace["greedy_translate"](translation_export, sentences)
+    assert found == expected.stdout.splitlines()
+    assert len(set(found)) >= 3
