@@ -24,6 +24,7 @@ class Head:
     inference: str  # the inference object: ``.from_pretrained(run_dir, device, weights)``
     evaluate: str  # ``evaluate(request, out) -> metrics``: score held-out data (and report)
     diagnose: str  # ``diagnose(request, out) -> metrics``: gradient flow through time
+    export: str  # ``graphs(model) -> {name: (module, example inputs, manifest entry)}``: ONNX
 
     def load(self, part: str) -> Any:
         """The object a part names, e.g. ``head.load("training")`` -> TranslationTask."""
@@ -38,21 +39,24 @@ HEADS: dict[str, Head] = {
         training="seq2seq.tasks.translation:TranslationTask",
         inference="seq2seq.translator:Translator",
         evaluate="seq2seq.evaluation.translation:evaluate",
-        diagnose="seq2seq.evaluation.translation:diagnose"),
+        diagnose="seq2seq.evaluation.translation:diagnose",
+        export="seq2seq.export.onnx:translation_graphs"),
     "classification": Head(
         task="classification", command="classify",
         description="many-to-one: a text classifier over the shared encoder",
         training="seq2seq.tasks.classification:ClassificationTask",
         inference="seq2seq.classifier:Classifier",
         evaluate="seq2seq.evaluation.classification:evaluate",
-        diagnose="seq2seq.evaluation.classification:diagnose"),
+        diagnose="seq2seq.evaluation.classification:diagnose",
+        export="seq2seq.export.onnx:classification_graphs"),
     "language_model": Head(
         task="language_model", command="generate",
         description="one-to-many: a language model / text generator, optionally conditioned",
         training="seq2seq.tasks.language_model:LanguageModelTask",
         inference="seq2seq.generator:Generator",
         evaluate="seq2seq.evaluation.language_model:evaluate",
-        diagnose="seq2seq.evaluation.language_model:diagnose"),
+        diagnose="seq2seq.evaluation.language_model:diagnose",
+        export="seq2seq.export.onnx:language_model_graphs"),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from itertools import product
 from pathlib import Path
 
@@ -331,6 +332,7 @@ def test_export_refuses_a_run_without_a_model_or_still_training(translation_run,
     ("corrupt_manifest", ["manifest.json", "not valid JSON"]),
     ("missing_manifest", ["manifest.json", "missing"]),
     ("wrong_version", ["manifest.json", "version"]),
+    ("swapped_graphs", ["encoder.onnx", "not those the manifest names"]),
 ])
 def test_a_damaged_export_is_a_one_line_error(translation_export, tmp_path, damage, words):
     broken = tmp_path / "broken"
@@ -344,11 +346,26 @@ def test_a_damaged_export_is_a_one_line_error(translation_export, tmp_path, dama
         (broken / MANIFEST_FILE).write_text('{"format": "seq2seq-onnx",', encoding="utf-8")
     elif damage == "missing_manifest":
         (broken / MANIFEST_FILE).unlink()
+    elif damage == "swapped_graphs":
+        (broken / "encoder.onnx").replace(broken / "swap")
+        (broken / "decoder_step.onnx").replace(broken / "encoder.onnx")
+        (broken / "swap").replace(broken / "decoder_step.onnx")
     else:
         manifest = json.loads((broken / MANIFEST_FILE).read_text(encoding="utf-8"))
         manifest["format_version"] = 99
         (broken / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
     assert_user_error(run_cli("translate", broken, "1 2"), *words)
+
+
+def test_without_onnx_packages_the_error_says_what_to_install(translation_export,
+                                                              translation_run, tmp_path,
+                                                              monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert_user_error(run_cli("translate", translation_export, "1 2"), "onnxruntime",
+                      "seq2seq[onnx]")
+    assert_user_error(run_cli("export", translation_run, "--output", tmp_path / "e"), "onnx",
+                      "seq2seq[onnx]")
 
 
 def test_options_that_do_not_apply_to_an_export(translation_export, translation_run):
@@ -379,6 +396,13 @@ def test_classify_an_export_as_the_run(tmp_path):
     assert from_run.exit_code == 0 and from_export.exit_code == 0, from_export.output
     assert from_export.stdout == from_run.stdout
     assert len(set(from_run.stdout.splitlines())) >= 3
+    scores = [run_cli("evaluate", where, "--output-dir", tmp_path / "eval" / where.name)
+              for where in (run, tmp_path / "export")]
+    assert all(s.exit_code == 0 for s in scores), scores[1].output
+    found = [json.loads((tmp_path / "eval" / w / "metrics.json").read_text(encoding="utf-8"))
+             for w in ("run", "export")]
+    assert found[0]["accuracy"] == found[1]["accuracy"]
+    assert found[0]["confusion_matrix"] == found[1]["confusion_matrix"]
 
 
 def test_generate_from_an_export_as_the_run(tmp_path):
@@ -401,6 +425,13 @@ def test_generate_from_an_export_as_the_run(tmp_path):
                 assert a == b
         else:
             assert from_export.stdout == from_run.stdout
+    scores = [run_cli("evaluate", where, "--output-dir", tmp_path / "eval" / where.name)
+              for where in (run, tmp_path / "export")]
+    assert all(s.exit_code == 0 for s in scores), scores[1].output
+    found = [json.loads((tmp_path / "eval" / w / "metrics.json").read_text(encoding="utf-8"))
+             for w in ("run", "export")]
+    assert found[1]["ppl"] == pytest.approx(found[0]["ppl"], rel=1e-4)
+    assert found[1]["tokens"] == found[0]["tokens"]
 
 
 def test_the_documented_greedy_loop_translates_as_seq2seq(translation_run, translation_export):

@@ -20,6 +20,7 @@ def test_every_task_has_a_head_whose_parts_load():
         assert hasattr(head.load("training"), "setup")
         assert hasattr(head.load("inference"), "from_pretrained")
         assert callable(head.load("evaluate")) and callable(head.load("diagnose"))
+        assert callable(head.load("export"))
 
 
 def test_an_unknown_task_is_one_line_naming_where(tmp_path):

@@ -38,12 +38,13 @@ from torch import nn
 
 from .. import __version__
 from ..config import Config
+from ..heads import head_of
 from ..models.classification import ClassificationModel
 from ..models.decoder import DecoderState
 from ..models.language_model import LanguageModel, LMState
 from ..models.translation import TranslationModel
 from ..tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from .folder import graph_entry, tensor_entry
+from .folder import FORMAT, FORMAT_VERSION, graph_entry, tensor_entry
 
 OPSET = 17
 
@@ -288,22 +289,12 @@ def _example_condition(model: LanguageModel) -> torch.Tensor:
 
 # ---- writing -------------------------------------------------------------------------
 
-def model_graphs(model: nn.Module) -> dict[str, tuple[nn.Module, tuple, dict]]:
-    """The graphs of any head's model: name -> (module, example inputs, manifest entry)."""
-    if isinstance(model, TranslationModel):
-        return translation_graphs(model)
-    if isinstance(model, ClassificationModel):
-        return classification_graphs(model)
-    if isinstance(model, LanguageModel):
-        return language_model_graphs(model)
-    raise TypeError(f"no ONNX export for {type(model).__name__}")
-
-
-def export_graphs(model: nn.Module, directory: Path) -> dict[str, dict[str, Any]]:
-    """Write ``model``'s graphs into ``directory``; return their manifest entries."""
+def export_graphs(model: nn.Module, task: str, directory: Path) -> dict[str, dict[str, Any]]:
+    """Write the graphs of ``model``, a ``task`` model, into ``directory``; return their
+    manifest entries. The head table names each head's graphs function."""
     model.eval()
     entries = {}
-    for name, (module, example, entry) in model_graphs(model).items():
+    for name, (module, example, entry) in head_of(task).load("export")(model).items():
         write_graph(module, example, directory / entry["file"], entry)
         entries[name] = entry
     return entries
@@ -345,8 +336,6 @@ def _native_warnings_dropped() -> Iterator[None]:
 def manifest_for(config: Config, graphs: dict[str, dict[str, Any]],
                  files: dict[str, Any]) -> dict[str, Any]:
     """The manifest of an export: what a runtime needs besides the graphs themselves."""
-    from .folder import FORMAT, FORMAT_VERSION
-
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

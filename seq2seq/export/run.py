@@ -44,7 +44,7 @@ def write_export(model: nn.Module, config: Config, source: Path, output: Path) -
     tokenizers = sorted({name for side in tokenizer_names(config)
                          for name in (f"{side}.json", f"{side}.model")})
     with export_directory(output) as tmp:
-        graphs = export_graphs(model, tmp)
+        graphs = export_graphs(model, config.task, tmp)
         (tmp / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
         copy_files(source, tmp, [*tokenizers, LABELS_FILE, CONDITIONS_FILE])
         files = {"config": CONFIG_FILE,
