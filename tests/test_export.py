@@ -70,7 +70,8 @@ TRANSLATION_CASES = [(cell, attention, i % 2 == 0, i % 3 != 0, 1 + i % 2)
                                                                    ATTENTIONS))]
 
 
-def translation_model(cell, attention, feeding, bidirectional, layers, seed=0):
+def translation_model(cell, attention, feeding, bidirectional, layers, seed=0, bridge=True,
+                      **options):
     """A tiny random translator whose distributions are peaked but varied (see test_search)."""
     torch.manual_seed(seed)
     kind, score = (attention.split("_") + ["general"])[:2]
@@ -80,9 +81,11 @@ def translation_model(cell, attention, feeding, bidirectional, layers, seed=0):
         encoder=EncoderConfig(cell=cell, hidden_size=encoder_hidden, layers=layers,
                               bidirectional=bidirectional, dropout=0.0),
         decoder=DecoderConfig(cell=cell, hidden_size=encoder_hidden * (1 + bidirectional),
-                              layers=3 - layers, attention=kind, luong_score=score,
-                              input_feeding=feeding, dropout=0.0),
-        embedding_dropout=0.0, output_dropout=0.0)
+                              layers=3 - layers if bridge else layers, attention=kind,
+                              luong_score=score, input_feeding=feeding, dropout=0.0,
+                              bridge=bridge,
+                              attentional_output=options.pop("attentional_output", "linear")),
+        embedding_dropout=0.0, output_dropout=0.0, **options)
     model = TranslationModel(config, VOCAB, VOCAB).eval()
     with torch.no_grad():
         model.output_layer.weight.mul_(3.0)
@@ -98,10 +101,20 @@ def test_every_translation_combination_is_covered():
     assert {n for *_, n in TRANSLATION_CASES} == {1, 2}
 
 
-@pytest.mark.parametrize("cell,attention,feeding,bidirectional,layers", TRANSLATION_CASES)
+# The reference model's choices the combinations above leave out.
+OTHER_TRANSLATION_CASES = [
+    ("gru", "bahdanau", True, True, 1, {"attentional_output": "tanh"}),
+    ("lstm", "luong_general", True, False, 2, {"bridge": False}),
+    ("gru", "luong_dot", False, False, 1, {"share_embeddings": True, "tie_embeddings": True}),
+]
+
+
+@pytest.mark.parametrize("cell,attention,feeding,bidirectional,layers,options",
+                         [(*case, {}) for case in TRANSLATION_CASES] + OTHER_TRANSLATION_CASES)
 def test_translation_graphs_and_searches_equal_pytorch(tmp_path, cell, attention, feeding,
-                                                       bidirectional, layers):
-    model, config = translation_model(cell, attention, feeding, bidirectional, layers)
+                                                       bidirectional, layers, options):
+    model, config = translation_model(cell, attention, feeding, bidirectional, layers,
+                                      **options)
     onnx = OnnxTranslationModel(exported(model, config, tmp_path))
     src, lengths = sources(n=12)
     with torch.no_grad():
