@@ -79,13 +79,13 @@ def translation_model(cell, attention, feeding, bidirectional, layers, seed=0, b
     config = ModelConfig(
         embedding_size=8,
         encoder=EncoderConfig(cell=cell, hidden_size=encoder_hidden, layers=layers,
-                              bidirectional=bidirectional, dropout=0.0),
+                              bidirectional=bidirectional, dropout=0.3),
         decoder=DecoderConfig(cell=cell, hidden_size=encoder_hidden * (1 + bidirectional),
                               layers=3 - layers if bridge else layers, attention=kind,
-                              luong_score=score, input_feeding=feeding, dropout=0.0,
+                              luong_score=score, input_feeding=feeding, dropout=0.3,
                               bridge=bridge,
                               attentional_output=options.pop("attentional_output", "linear")),
-        embedding_dropout=0.0, output_dropout=0.0, **options)
+        embedding_dropout=0.3, output_dropout=0.3, **options)
     model = TranslationModel(config, VOCAB, VOCAB).eval()
     with torch.no_grad():
         model.output_layer.weight.mul_(3.0)
@@ -162,10 +162,10 @@ def test_a_batch_and_source_length_unlike_the_traced_example(tmp_path):
 def test_classifier_graph_equals_pytorch(tmp_path, cell, pooling, bidirectional, layers, mlp):
     torch.manual_seed(0)
     config = ModelConfig(
-        embedding_size=8, embedding_dropout=0.0,
+        embedding_size=8, embedding_dropout=0.3,
         encoder=EncoderConfig(cell=cell, hidden_size=8, layers=layers,
-                              bidirectional=bidirectional, dropout=0.0),
-        classifier=ClassifierConfig(pooling=pooling, hidden_size=mlp, dropout=0.0))
+                              bidirectional=bidirectional, dropout=0.3),
+        classifier=ClassifierConfig(pooling=pooling, hidden_size=mlp, dropout=0.3))
     model = ClassificationModel(config, VOCAB, 3).eval()
     with torch.no_grad():
         model.classifier[-1].weight.mul_(4.0)  # confident, varied predictions
@@ -190,9 +190,9 @@ def test_language_model_graphs_and_sampling_equal_pytorch(tmp_path, cell, layers
     torch.manual_seed(0)
     kind, mode = condition or ("label", "init")
     config = ModelConfig(
-        embedding_size=8, embedding_dropout=0.0, output_dropout=0.0,
+        embedding_size=8, embedding_dropout=0.3, output_dropout=0.3,
         encoder=EncoderConfig(cell=cell, hidden_size=16, layers=layers, bidirectional=False,
-                              dropout=0.0),
+                              dropout=0.3),
         language_model=LanguageModelConfig(condition_type=kind, condition_mode=mode,
                                            condition_size=6))
     inputs = 0 if condition is None else (3 if kind == "label" else 4)

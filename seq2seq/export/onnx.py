@@ -303,6 +303,9 @@ def export_graphs(model: nn.Module, task: str, directory: Path) -> dict[str, dic
 def write_graph(module: nn.Module, example: tuple, path: Path, entry: dict[str, Any]) -> None:
     """Trace ``module`` on ``example`` and write it with the names and dynamic axes of its
     manifest ``entry``."""
+    # The exporter runs the module in eval mode and then puts back the mode it found: a wrapper
+    # left in training mode would switch the model it wraps to training mode too.
+    module.eval()
     tensors = entry["inputs"] + entry["outputs"]
     dynamic = {t["name"]: {axis: size for axis, size in enumerate(t["shape"])
                            if isinstance(size, str)} for t in tensors}
