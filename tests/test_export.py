@@ -460,3 +460,26 @@ def test_the_documented_greedy_loop_translates_as_seq2seq(translation_run, trans
     found = namespace["greedy_translate"](translation_export, sentences)
     assert found == expected.stdout.splitlines()
     assert len(set(found)) >= 3
+
+
+@pytest.mark.parametrize("condition_type,mode", [("label", "both"), ("features", "input")])
+def test_a_conditioned_language_model_export_generates_as_the_run(tmp_path, condition_type,
+                                                                  mode):
+    from .test_language_model import conditioned_config, train, write_conditioned
+
+    features = condition_type == "features"
+    write_conditioned(tmp_path / "train.tsv", features)
+    raw = conditioned_config(tmp_path / "train.tsv", condition_type, mode)
+    raw["training"].update(max_steps=10, validate_every=10)
+    run = tmp_path / "run"
+    train(raw, run)
+    assert run_cli("export", run, "--output", tmp_path / "export").exit_code == 0
+    assert (tmp_path / "export" / "initial_state.onnx").is_file()
+    assert (tmp_path / "export" / "conditions.json").is_file()
+    for condition in (["1 0", "0 1"] if features else ["up", "down"]):
+        for options in (["--seed", "5"], ["--beam-size", "3"]):
+            results = [run_cli("generate", where, "--condition", condition, "--max-tokens", "8",
+                               *options) for where in (run, tmp_path / "export")]
+            assert all(r.exit_code == 0 for r in results), results[1].output
+            assert results[1].stdout == results[0].stdout
+    assert_user_error(run_cli("generate", tmp_path / "export"), "--condition")

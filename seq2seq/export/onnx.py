@@ -136,7 +136,8 @@ def translation_graphs(model: TranslationModel) -> dict[str, tuple[nn.Module, tu
     }
     names = translation_state_names(model)
     state = [tensor_entry(n, shapes[n][0], shapes[n][1], shapes[n][2]) for n in names]
-    src = torch.tensor([[5, 6, 7, EOS_ID], [8, EOS_ID, PAD_ID, PAD_ID]])
+    src = _example_ids(model.src_embed.num_embeddings, 2, 4)
+    src[0, 3], src[1, 1:] = EOS_ID, torch.tensor([EOS_ID, PAD_ID, PAD_ID])
     lengths = torch.tensor([4, 2])
     encoder_inputs = [
         tensor_entry("src", "int64", ["batch", "source"], "source ids ending in </s>, padded"),
@@ -199,7 +200,8 @@ def classification_graphs(model: ClassificationModel) -> dict[str, tuple[nn.Modu
          tensor_entry("states", "float32", ["batch", "length", model.encoder.output_size],
                       "the encoder's states (zero at padding)")],
         "token ids -> class probabilities")
-    ids = torch.tensor([[5, 6, 7], [8, PAD_ID, PAD_ID]])
+    ids = _example_ids(model.embedding.num_embeddings, 2, 3)
+    ids[1, 1:] = PAD_ID
     return {"classifier": (ClassifierGraph(model), (ids, torch.tensor([3, 1])), entry)}
 
 
@@ -260,7 +262,7 @@ def language_model_graphs(model: LanguageModel) -> dict[str, tuple[nn.Module, tu
         "step.onnx",
         [tensor_entry("tokens", "int64", ["batch", "steps"], "the previous tokens")] + state,
         step_outputs, "tokens -> next-token scores at every position, and the new state")
-    tokens = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    tokens = _example_ids(model.embedding.num_embeddings, 2, 3)
     graphs: dict[str, tuple[nn.Module, tuple, dict]] = {}
     if model.condition is not None:
         condition = _example_condition(model)
@@ -279,6 +281,13 @@ def language_model_graphs(model: LanguageModel) -> dict[str, tuple[nn.Module, tu
         example_state = tuple(torch.zeros(layers, 2, hidden) for _ in names)
     graphs["step"] = (LMStepGraph(model), (tokens, *example_state), step)
     return graphs
+
+
+def _example_ids(vocabulary: int, rows: int, columns: int) -> torch.Tensor:
+    """[rows, columns] ordinary token ids (past the special ones) of a ``vocabulary``: the
+    values the graphs are traced with, which their dynamic axes free them from."""
+    ordinary = max(vocabulary - 4, 1)
+    return (torch.arange(rows * columns) % ordinary + 4).clamp(max=vocabulary - 1).view(rows, columns)
 
 
 def _example_condition(model: LanguageModel) -> torch.Tensor:
