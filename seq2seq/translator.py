@@ -186,8 +186,8 @@ class Translator:
         model without attention.
         """
         if not isinstance(self.model, TranslationModel):
-            raise UserError("attention weights of an ONNX export: run its decoder_step graph, "
-                            "which returns them at every step")
+            raise UserError("Translator.attention needs the run directory (the PyTorch "
+                            "model); an export's decoder_step graph returns the weights per step")
         if self.model.decoder.attention is None:
             return None
         limit = self.config.data.max_src_length - 1

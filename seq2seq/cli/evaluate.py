@@ -18,7 +18,8 @@ SPLITS = ("train", "dev", "test")
 @app.command()
 @user_errors
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`."),
+    run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`, or "
+                                   "its export (`seq2seq export`)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Held-out data in the config's "
                                         "format (TSV/CSV/JSONL/text) [the config's --split]."),
     split: str = typer.Option("test", help="Config data split when no file is given."),
