@@ -9,7 +9,7 @@ DEMO_RUN ?= runs/demo_es_en
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,serve]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,serve,onnx]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -18,6 +18,7 @@ from .config import Config
 from .data.batching import IdColumn
 from .data.classification import LabelVocabulary, encode_texts, make_classification_batch
 from .errors import UserError, require_text_list
+from .export.folder import is_export_dir
 from .models.classification import ClassificationModel
 from .pretrained import load_tokenizers, open_run, weights_path
 from .run_directory import RunDirectory, load_weights
@@ -35,7 +36,7 @@ def class_probabilities(model: ClassificationModel, ids: IdColumn, device: torch
     """
     model.eval()
     order = np.argsort(ids.lengths(), kind="stable")
-    out = np.zeros((len(ids), model.classifier[-1].out_features), dtype=np.float32)
+    out = np.zeros((len(ids), model.num_classes), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start: start + batch_size]
         batch = make_classification_batch(ids, None, rows).to(device)
@@ -68,7 +69,15 @@ class Classifier:
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto",
                         weights: str | Path | None = None) -> Classifier:
-        """Load config, labels, tokenizer and ``model.safetensors`` (or ``weights``) from ``run_dir``."""
+        """Load config, labels, tokenizer and ``model.safetensors`` (or ``weights``) from
+        ``run_dir``; or, from an export folder, its graph to run with ONNX Runtime."""
+        if is_export_dir(run_dir):
+            from .export.backend import OnnxClassificationModel, open_export
+
+            folder, config = open_export(run_dir, "classification", device, weights)
+            tokenizer, _ = load_tokenizers(folder, config)
+            return cls(config, OnnxClassificationModel(folder), tokenizer,
+                       LabelVocabulary.load(folder.path), torch.device("cpu"))
         run, config = open_run(run_dir, "classification")
         labels = LabelVocabulary.load(run.path)
         tokenizer, _ = load_tokenizers(run, config)

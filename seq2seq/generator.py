@@ -34,6 +34,7 @@ from .data.language_model import (
     tokenize_stream,
 )
 from .errors import UserError
+from .export.folder import is_export_dir
 from .models.functional import sequence_loss
 from .models.language_model import LanguageModel, LMState
 from .pretrained import load_tokenizers, open_run, weights_path
@@ -144,7 +145,16 @@ class Generator:
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto",
                         weights: str | Path | None = None) -> Generator:
-        """Load config, tokenizer, conditions and ``model.safetensors`` (or ``weights``)."""
+        """Load config, tokenizer, conditions and ``model.safetensors`` (or ``weights``); or,
+        from an export folder, its graphs to run with ONNX Runtime."""
+        if is_export_dir(run_dir):
+            from .export.backend import OnnxLanguageModel, open_export
+
+            folder, config = open_export(run_dir, "language_model", device, weights)
+            tokenizer, _ = load_tokenizers(folder, config)
+            conditions = Conditions.load(folder.path) if config.data.condition else None
+            return cls(config, OnnxLanguageModel(folder), tokenizer, conditions,
+                       torch.device("cpu"))
         run, config = open_run(run_dir, "language_model")
         tokenizer, _ = load_tokenizers(run, config)
         conditions = Conditions.load(run.path) if config.data.condition else None

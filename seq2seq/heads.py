@@ -25,6 +25,7 @@ class Head:
     evaluate: str  # ``evaluate(request, out) -> metrics``: score held-out data (and report)
     diagnose: str  # ``diagnose(request, out) -> metrics``: gradient flow through time
     service: str  # the HTTP service of ``seq2seq serve``: ``POST /v1/<command>`` (seq2seq.serving)
+    export: str  # ``graphs(model) -> {name: (module, example inputs, manifest entry)}``: ONNX
 
     def load(self, part: str) -> Any:
         """The object a part names, e.g. ``head.load("training")`` -> TranslationTask."""
@@ -40,7 +41,8 @@ HEADS: dict[str, Head] = {
         inference="seq2seq.translator:Translator",
         evaluate="seq2seq.evaluation.translation:evaluate",
         diagnose="seq2seq.evaluation.translation:diagnose",
-        service="seq2seq.serving.translation:TranslationService"),
+        service="seq2seq.serving.translation:TranslationService",
+        export="seq2seq.export.onnx:translation_graphs"),
     "classification": Head(
         task="classification", command="classify",
         description="many-to-one: a text classifier over the shared encoder",
@@ -48,7 +50,8 @@ HEADS: dict[str, Head] = {
         inference="seq2seq.classifier:Classifier",
         evaluate="seq2seq.evaluation.classification:evaluate",
         diagnose="seq2seq.evaluation.classification:diagnose",
-        service="seq2seq.serving.classification:ClassificationService"),
+        service="seq2seq.serving.classification:ClassificationService",
+        export="seq2seq.export.onnx:classification_graphs"),
     "language_model": Head(
         task="language_model", command="generate",
         description="one-to-many: a language model / text generator, optionally conditioned",
@@ -56,7 +59,8 @@ HEADS: dict[str, Head] = {
         inference="seq2seq.generator:Generator",
         evaluate="seq2seq.evaluation.language_model:evaluate",
         diagnose="seq2seq.evaluation.language_model:diagnose",
-        service="seq2seq.serving.generation:GenerationService"),
+        service="seq2seq.serving.generation:GenerationService",
+        export="seq2seq.export.onnx:language_model_graphs"),
 }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import UserError
+from .export.folder import ExportFolder, is_export_dir
 from .heads import head_of
 from .run_directory import RunDirectory, load_run_config, tokenizer_names
 from .tokenizers import Tokenizer, load_tokenizer
@@ -27,11 +28,15 @@ def open_run(run_dir: str | Path, task: str | None = None) -> tuple[RunDirectory
 
 
 def run_task(run_dir: str | Path) -> str:
-    """The task a run directory was trained for (run.json says, and it is a known head's)."""
+    """The task a run directory was trained for (run.json says, and it is a known head's), or
+    the head of an export folder (its manifest says)."""
+    if is_export_dir(run_dir):
+        return ExportFolder(run_dir).head
     return RunDirectory(run_dir).read_run_info()["task"]
 
 
-def load_tokenizers(run: RunDirectory, config: Config) -> tuple[Tokenizer, Tokenizer]:
+def load_tokenizers(run: RunDirectory | ExportFolder, config: Config
+                    ) -> tuple[Tokenizer, Tokenizer]:
     """(input, output) tokenizers; the same object when there is one vocabulary."""
     src_name, trg_name = tokenizer_names(config)
     src = load_tokenizer(run.path, src_name)

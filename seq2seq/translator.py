@@ -17,6 +17,7 @@ import torch
 from .config import Config, DecodingConfig, config_from_dict
 from .data.batching import BucketBatchSampler, IdColumn, make_translation_batch
 from .errors import UserError, require_text_list
+from .export.folder import is_export_dir
 from .models.translation import TranslationModel
 from .precision import PrecisionChoice, probe_rows, resolve_mixed_precision
 from .pretrained import load_tokenizers, open_run, weights_path
@@ -68,7 +69,10 @@ def decode_ids(model: TranslationModel, src: IdColumn, device: torch.device,
 def decoding_precision(model: TranslationModel, device: torch.device,
                        decoding: DecodingConfig) -> PrecisionChoice:
     """``decoding.amp`` resolved for ``model``: ``auto`` is measured once per process (and
-    cached per machine) at the rows of a decoding batch, sentences times beams."""
+    cached per machine) at the rows of a decoding batch, sentences times beams. An exported
+    graph runs in float32, as it was exported."""
+    if not isinstance(model, torch.nn.Module):
+        return PrecisionChoice(False, "float32", "precision for decoding: float32 (ONNX graph)")
     rows = probe_rows(decoding.batch_size, decoding.batch_tokens, decoding.beam_size)
     return resolve_mixed_precision(decoding.amp, device, model, training=False, rows=rows)
 
@@ -109,7 +113,15 @@ class Translator:
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto",
                         weights: str | Path | None = None) -> Translator:
-        """Load config, tokenizers and ``model.safetensors`` (or ``weights``) from ``run_dir``."""
+        """Load config, tokenizers and ``model.safetensors`` (or ``weights``) from ``run_dir``;
+        or, from an export folder (``seq2seq export``), its graphs to run with ONNX Runtime."""
+        if is_export_dir(run_dir):
+            from .export.backend import OnnxTranslationModel, open_export
+
+            folder, config = open_export(run_dir, "translation", device, weights)
+            src_tokenizer, trg_tokenizer = load_tokenizers(folder, config)
+            return cls(config, OnnxTranslationModel(folder), src_tokenizer, trg_tokenizer,
+                       torch.device("cpu"))
         run, config = open_run(run_dir, "translation")
         src_tokenizer, trg_tokenizer = load_tokenizers(run, config)
         model = TranslationModel(config.model, src_tokenizer.vocab_size, trg_tokenizer.vocab_size)
@@ -173,6 +185,9 @@ class Translator:
         Returns (source pieces + </s>, target pieces + </s>, weights [T, S]), or None for a
         model without attention.
         """
+        if not isinstance(self.model, TranslationModel):
+            raise UserError("Translator.attention needs the run directory (the PyTorch "
+                            "model); an export's decoder_step graph returns the weights per step")
         if self.model.decoder.attention is None:
             return None
         limit = self.config.data.max_src_length - 1

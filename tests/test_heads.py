@@ -22,6 +22,7 @@ def test_every_task_has_a_head_whose_parts_load():
         assert callable(head.load("evaluate")) and callable(head.load("diagnose"))
         service = head.load("service")
         assert all(hasattr(service, part) for part in ("Request", "prepare", "run", "respond"))
+        assert callable(head.load("export"))
 
 
 def test_an_unknown_task_is_one_line_naming_where(tmp_path):

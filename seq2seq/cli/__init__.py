@@ -4,12 +4,13 @@
 - ``translate``, ``classify``, ``generate``: inference, one per head;
 - ``evaluate``: scores any run, dispatching on the run's task;
 - ``serve``: runs of any head behind an HTTP API and a web page.
+- ``export``: a run's model as ONNX graphs (which the inference commands also run).
 """
 
 import os
 import sys
 
-from . import classify, evaluate, generate, serve, train, translate  # noqa: F401  (registers commands)
+from . import classify, evaluate, export, generate, serve, train, translate  # noqa: F401  (registers commands)
 from .app import app
 
 # Commands that have written and closed every output when the app returns. Tearing down an

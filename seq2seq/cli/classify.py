@@ -25,7 +25,8 @@ FORMATS = ("tsv", "jsonl")
 @app.command()
 @user_errors
 def classify(
-    run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`."),
+    run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`, or "
+                                   "its export (`seq2seq export`)."),
     texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify."),
     input_file: Optional[Path] = typer.Option(None, "--input", "-i",
                                               help="One text per line [stdin]."),

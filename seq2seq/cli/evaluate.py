@@ -18,7 +18,8 @@ SPLITS = ("train", "dev", "test")
 @app.command()
 @user_errors
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`."),
+    run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`, or "
+                                   "its export (`seq2seq export`)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Held-out data in the config's "
                                         "format (TSV/CSV/JSONL/text) [the config's --split]."),
     split: str = typer.Option("test", help="Config data split when no file is given."),
@@ -102,10 +103,20 @@ def diagnose(
 
     configure_threads(0)
     task = run_task(run_dir)
+    _refuse_export(run_dir, "diagnose")
     request = EvaluateRequest(run_dir=run_dir, data=data, split="dev", device=device,
                               output_dir=output or run_dir / "diagnose")
     check_output_dir(request.out_dir(), "--output")
     head_of(task).load("diagnose")(request, cli_output())
+
+
+def _refuse_export(run_dir: Path, what: str | None) -> None:
+    """Reports and diagnoses look inside the PyTorch model: an ONNX export cannot serve them."""
+    from ..export.folder import is_export_dir
+
+    if what is not None and is_export_dir(run_dir):
+        raise UserError(f"{what} needs the run directory (it looks inside the PyTorch model); "
+                        f"{run_dir} is an ONNX export")
 
 
 def run_evaluation(request: EvaluateRequest) -> dict:
@@ -126,6 +137,7 @@ def run_evaluation(request: EvaluateRequest) -> dict:
     configure_threads(0)
     run_dir, src, ref = request.run_dir, request.src, request.ref
     task = run_task(run_dir)
+    _refuse_export(run_dir, "--report" if request.report is not None else None)
     if task != "translation" and (request.compare_run or request.compare_beam_size):
         raise UserError("--compare-run/--compare-beam-size are for translation runs; "
                         f"{run_dir} is a {task} run")

@@ -20,7 +20,8 @@ SAMPLE_SEPARATOR = "-" * 40  # between samples in text format
 @app.command()
 @user_errors
 def generate(
-    run_dir: Path = typer.Argument(..., help="A language-model run made by `seq2seq train`."),
+    run_dir: Path = typer.Argument(..., help="A language-model run made by `seq2seq train`, "
+                                   "or its export (`seq2seq export`)."),
     prompt: str = typer.Option("", "--prompt", "-p",
                                help="Text to continue [empty: start from the start symbol]."),
     max_tokens: Optional[int] = typer.Option(None, help="Tokens to generate at most [config]."),

@@ -21,7 +21,8 @@ from .app import (
 @app.command()
 @user_errors
 def translate(
-    run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`."),
+    run_dir: Path = typer.Argument(..., help="A run directory made by `seq2seq train`, or "
+                                   "its export (`seq2seq export`)."),
     sentences: Optional[list[str]] = typer.Argument(None, help="Sentences to translate."),
     input_file: Optional[Path] = typer.Option(None, "--input", "-i",
                                               help="One sentence per line [stdin]."),

@@ -51,6 +51,7 @@ class ClassificationModel(nn.Module):
         super().__init__()
         enc, head = config.encoder, config.classifier
         self.pooling = head.pooling
+        self.num_classes = num_classes
         self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=PAD_ID)
         self.embedding_dropout = Dropout(config.embedding_dropout)
         self.encoder = RecurrentEncoder(enc.cell, config.embedding_size, enc.hidden_size,
