@@ -35,7 +35,7 @@ def class_probabilities(model: ClassificationModel, ids: IdColumn, device: torch
     """
     model.eval()
     order = np.argsort(ids.lengths(), kind="stable")
-    out = np.zeros((len(ids), model.classifier[-1].out_features), dtype=np.float32)
+    out = np.zeros((len(ids), model.num_classes), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start: start + batch_size]
         batch = make_classification_batch(ids, None, rows).to(device)

@@ -54,8 +54,8 @@ def cpu_bf16_hardware() -> bool | None:
         return None
     if flags is None:
         return None
-    flags = flags.split(":", 1)[-1].split()
-    return "avx512_bf16" in flags or "amx_bf16" in flags or "bf16" in flags
+    names = flags.split(":", 1)[-1].split()
+    return "avx512_bf16" in names or "amx_bf16" in names or "bf16" in names
 
 
 def cpu_has_native_bf16() -> bool:

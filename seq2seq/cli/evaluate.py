@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -108,7 +108,7 @@ def diagnose(
     head_of(task).load("diagnose")(request, cli_output())
 
 
-def run_evaluation(request: EvaluateRequest) -> dict:
+def run_evaluation(request: EvaluateRequest) -> dict[str, Any]:
     """Check the request and hand it to the evaluation of the run's task."""
     from ..pretrained import run_task
     from ..runtime import configure_threads

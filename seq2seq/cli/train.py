@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -187,7 +187,7 @@ def check_resumable(run, config: Config) -> None:
                         "CONFIG out to resume with the run's own, or start a new run")
 
 
-def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
     keys = []
     for key in old.keys() | new.keys():
         a, b = old.get(key), new.get(key)

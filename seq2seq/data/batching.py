@@ -83,8 +83,8 @@ class TranslationBatch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return TranslationBatch(move(self.src), self.src_lengths, move(self.trg_input),
-                                move(self.trg_output), self.indices)
+        return TranslationBatch(self.src.to(device, non_blocking=True), self.src_lengths,
+                                move(self.trg_input), move(self.trg_output), self.indices)
 
 
 def make_translation_batch(src: IdColumn, trg: IdColumn | None,

@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -201,7 +202,7 @@ def label_names(texts: LabeledTexts) -> LabelVocabulary:
     return labels
 
 
-def _strip_labels(batch: dict[str, list]) -> dict[str, list]:
+def _strip_labels(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return {"label": [label.strip() for label in batch["label"]]}
 
 

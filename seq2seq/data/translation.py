@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -47,9 +48,10 @@ def load_parallel(config: DataConfig, split: str, *, drop_empty: bool) -> datase
 def train_tokenizers(texts: datasets.Dataset, config: TokenizerConfig,
                      seed: int) -> tuple[Tokenizer, Tokenizer]:
     """Train the source and target tokenizers (one shared when ``joint``)."""
-    options = dict(kind=config.kind, vocab_size=config.vocab_size, model_type=config.model_type,
-                   min_freq=config.min_freq, max_sentences=config.max_sentences,
-                   lowercase=config.lowercase, seed=seed)
+    options: dict[str, Any] = dict(kind=config.kind, vocab_size=config.vocab_size,
+                                   model_type=config.model_type,
+                                   min_freq=config.min_freq, max_sentences=config.max_sentences,
+                                   lowercase=config.lowercase, seed=seed)
 
     def column(name: str):
         for start in range(0, len(texts), 10_000):  # stream from Arrow, never the whole list

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from ..errors import UserError
 from . import QUIET, EvaluateRequest, Output, finish_diagnosis
 
 
-def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict:
+def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
     """Classify a labelled test set: accuracy, macro-F1, per-class P/R/F1, confusion matrix."""
     from ..classifier import Classifier
     from ..files import atomic_write_text
@@ -117,7 +118,7 @@ def _tables(names, scores):
     return Group(per_class, confusion)
 
 
-def diagnose(request: EvaluateRequest, out: Output = QUIET) -> dict:
+def diagnose(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
     """Gradient flow through time of a classifier, beside fresh models of each cell type."""
     from ..classifier import Classifier
     from ..reporting.classification import FLOW_POSITION, FLOW_WHERE, classification_gradient_flow

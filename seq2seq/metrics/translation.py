@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sacrebleu.metrics import BLEU, CHRF, TER
 
@@ -55,7 +56,7 @@ def paired_bootstrap(baseline: list[str], system: list[str], references: list[st
                       test_type="bs", n_samples=samples)
     _, scores = test()  # keyed by sacrebleu's display names (BLEU, chrF2), in our order
     results = {}
-    named = [(k, v) for k, v in scores.items() if k != "System"]
+    named: list[tuple[str, Any]] = [(k, v) for k, v in scores.items() if k != "System"]
     for name, (_, (base, other)) in zip(metrics, named):
         results[name] = {"baseline": round(float(base.score), 4), "system": round(float(other.score), 4),
                          "system_mean": round(float(other.mean), 4), "system_ci95": round(float(other.ci), 4),

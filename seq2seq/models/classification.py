@@ -51,6 +51,7 @@ class ClassificationModel(nn.Module):
         super().__init__()
         enc, head = config.encoder, config.classifier
         self.pooling = head.pooling
+        self.num_classes = num_classes
         self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=PAD_ID)
         self.embedding_dropout = Dropout(config.embedding_dropout)
         self.encoder = RecurrentEncoder(enc.cell, config.embedding_size, enc.hidden_size,
@@ -91,6 +92,7 @@ class ClassificationModel(nn.Module):
             return total / mask.sum(1, keepdim=True).to(outputs.dtype)
         if self.pooling == "max":
             return outputs.masked_fill(~keep, float("-inf")).max(1).values
+        assert self.attention is not None  # pooling == "attention"
         pooled, _ = self.attention(outputs, mask)
         return pooled
 

@@ -81,7 +81,8 @@ def pad_to_row_multiple(rows: torch.Tensor, multiple: int) -> torch.Tensor:
 
 class _CrossEntropySum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, smoothing: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         count = target.numel()
         # Padding rows (past ``count``) go through log_softmax too: slicing them off first
         # would make autograd allocate and copy a whole [N, V] gradient for the slice.

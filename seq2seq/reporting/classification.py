@@ -90,8 +90,11 @@ def classification_probe(classifier, model, texts: list[str], gold: np.ndarray, 
     batch = make_classification_batch(IdColumn.from_lists([ids[i] for i in longest]),
                                       np.asarray(gold)[longest], np.arange(len(longest))).to(device)
 
+    labels = batch.labels
+    assert labels is not None  # made from gold labels
+
     def loss(net):
-        return classification_loss(net(batch.ids, batch.lengths), batch.labels)[0] / len(longest)
+        return classification_loss(net(batch.ids, batch.lengths), labels)[0] / len(longest)
 
     mask = (torch.arange(batch.ids.size(1))[None, :] < batch.lengths[:, None]).to(device)
     return Probe(model, model.embedding, loss, mask)
@@ -116,7 +119,7 @@ FLOW_POSITION = "text token"
 FLOW_WHERE = f"the {PROBE_TEXTS} longest texts (loss: the classification loss of each text)"
 
 
-def write_classification_report(directory, classifier, described: str, files: list,
+def write_classification_report(directory, classifier, described: str, files: list[Any],
                                 texts: list[str], gold: np.ndarray, probabilities: np.ndarray,
                                 metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Write report.md / report.html / metrics.json for one evaluated data set."""

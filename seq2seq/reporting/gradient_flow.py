@@ -16,13 +16,14 @@ import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Cell, Config
 
-CELLS = ("rnn", "gru", "lstm")
+CELLS: tuple[Cell, ...] = ("rnn", "gru", "lstm")
 
 
 @dataclass
@@ -42,7 +43,7 @@ class GradientFlow:
     total_norm: float  # the parameters' gradient norm for this batch
     clip_factor: float  # what clipping to training.clip_grad_norm multiplies gradients by
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -67,12 +68,14 @@ def measure(probe: Probe, label: str, clip: float) -> GradientFlow:
     finally:
         handle.remove()
         model.train(was_training)
-    grads = captured[0].grad.float()  # [B, T, E]
+    gradient = captured[0].grad
+    assert gradient is not None  # the hook retained it and the loss reached it
+    grads = gradient.float()  # [B, T, E]
     norms = grads.norm(dim=-1) * probe.mask
     counts = probe.mask.sum(0).clamp(min=1)
     per_step = (norms.sum(0) / counts).cpu().numpy()
-    total = float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in model.parameters()
-                                 if p.grad is not None)))
+    total = float(torch.sqrt(sum(((p.grad.float() ** 2).sum() for p in model.parameters()
+                                  if p.grad is not None), torch.tensor(0.0))))
     model.zero_grad(set_to_none=True)
     factor = min(1.0, clip / total) if clip > 0 and total > 0 else 1.0
     return GradientFlow(label, [_significant(v) for v in per_step], _significant(total),
@@ -97,7 +100,7 @@ def compare_cells(config: Config, trained: Probe, build_probe: Callable[[Config]
     return flows
 
 
-def with_cell(config: Config, cell: str) -> Config:
+def with_cell(config: Config, cell: Cell) -> Config:
     """A copy of ``config`` whose encoder (and decoder) use ``cell``."""
     model = dataclasses.replace(
         config.model, encoder=dataclasses.replace(config.model.encoder, cell=cell),
@@ -152,7 +155,7 @@ def flow_section(doc, flows: list[GradientFlow], position_name: str, where_loss:
 
 
 def write_diagnosis(directory, run_path, flows: list[GradientFlow], position_name: str,
-                    where_loss: str, clip: float, described: str) -> dict:
+                    where_loss: str, clip: float, described: str) -> dict[str, Any]:
     """``seq2seq diagnose``'s own small report: the figure, the table, and metrics.json."""
     from .document import Document
 

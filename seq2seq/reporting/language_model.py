@@ -142,7 +142,7 @@ FLOW_WHERE = (f"{PROBE_SEQUENCES} sequences of the data ({PROBE_LENGTH}-token st
               "the longest lines); loss: the prediction of each sequence's last token only")
 
 
-def write_generation_report(directory, generator, described: str, files: list, texts,
+def write_generation_report(directory, generator, described: str, files: list[Any], texts,
                             metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Write report.md / report.html / metrics.json for one evaluated text."""
     from .common import (

@@ -147,7 +147,7 @@ def _comparison(doc: Document, metrics: dict[str, Any], comparison: Comparison,
     return {"baseline": comparison.name, "paired_bootstrap": test, "sentences_changed": len(changed)}
 
 
-def write_translation_report(directory, translator, described: str, files: list,
+def write_translation_report(directory, translator, described: str, files: list[Any],
                              sources: list[str], references: list[str], hypotheses: list[str],
                              metrics: dict[str, Any], seconds: float,
                              comparison: Comparison | None = None) -> dict[str, Any]:
@@ -209,9 +209,12 @@ def translation_probe(config, model, src_tokenizer, trg_tokenizer, sources: list
                                    np.arange(len(longest))).to(device)
     size = len(longest)
 
+    target = batch.trg_output
+    assert target is not None  # made from references
+
     def loss(net):
         features, _ = net(batch.src, batch.src_lengths, batch.trg_input)
-        return sequence_loss(net, features, batch.trg_output)[0] / size
+        return sequence_loss(net, features, target)[0] / size
 
     mask = (torch.arange(batch.src.size(1))[None, :] < batch.src_lengths[:, None]).to(device)
     return Probe(model, model.src_embed, loss, mask)

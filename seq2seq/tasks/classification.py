@@ -112,6 +112,7 @@ class ClassificationTask:
 
     def loss(self, batch: ClassificationBatch, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         logits = self.model(batch.ids, batch.lengths)
+        assert batch.labels is not None  # training batches hold labels
         return classification_loss(logits, batch.labels, self.class_weights,
                                    self.config.training.label_smoothing)
 

@@ -183,7 +183,8 @@ class Trainer:
         if torch.cuda.is_available() and "cuda_rng" in torch_state:
             torch.cuda.set_rng_state_all(torch_state["cuda_rng"])
         if "task" in torch_state:
-            self.task.load_state_dict(torch_state["task"])
+            # saved only by a task that has state_dict(), which has load_state_dict() too
+            self.task.load_state_dict(torch_state["task"])  # type: ignore[attr-defined]
         self.state = TrainerState(**trainer_state)
         self._saved_step = self.state.step
         if self.process.is_main:
