@@ -9,7 +9,7 @@ class UserError(Exception):
     """A one-line, actionable message naming the file/line/key at fault and what was expected."""
 
 
-def require_text_list(texts, what: str) -> None:
+def require_text_list(texts: object, what: str) -> None:
     """A plain string is a sequence of characters: passed where a list of texts belongs, it
     would be read as one text per character. Raise TypeError instead of doing that."""
     if isinstance(texts, str):

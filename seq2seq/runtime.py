@@ -7,6 +7,7 @@ import functools
 import os
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +63,8 @@ def cpu_has_native_bf16() -> bool:
     return cpu_bf16_hardware() is True
 
 
-def mixed_precision(device: torch.device, enabled: bool, training: bool = False):
+def mixed_precision(device: torch.device, enabled: bool, training: bool = False
+                    ) -> contextlib.AbstractContextManager[Any]:
     """The autocast context for ``device``: float16 on CUDA, bfloat16 on CPU; a no-op when off.
     ``enabled`` is a resolved switch: a config's ``auto`` is decided per model by
     ``seq2seq.precision.resolve_mixed_precision`` first.

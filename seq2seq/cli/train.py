@@ -16,8 +16,11 @@ from ..errors import UserError
 from .app import DEVICE_HELP, app, console, user_errors
 
 if TYPE_CHECKING:
+    import torch
+
     from ..run_directory import RunDirectory
     from ..runtime import ProcessInfo
+    from ..training.trainer import TrainingTask
 
 # What --resume may change: when and how long to train, what to keep, where to run. Everything
 # else fixes what the saved weights, tokenizers, optimizer state and schedule mean, or the
@@ -162,7 +165,8 @@ def replace_run(old: RunDirectory, new: RunDirectory) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def build_task(config: Config, run, resume: bool, device, process):
+def build_task(config: Config, run: RunDirectory, resume: bool, device: torch.device,
+               process: ProcessInfo) -> TrainingTask:
     """The head's TrainingTask: loads the data, trains or loads the tokenizers, builds the model."""
     from ..heads import head_of
 
@@ -170,7 +174,7 @@ def build_task(config: Config, run, resume: bool, device, process):
                                                        process)
 
 
-def check_resumable(run, config: Config) -> None:
+def check_resumable(run: RunDirectory, config: Config) -> None:
     """--resume must not change what the saved weights and tokenizers mean."""
     from ..run_directory import load_run_config
 
@@ -198,7 +202,7 @@ def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[st
     return sorted(keys)
 
 
-def write_signature(run, config: Config) -> None:
+def write_signature(run: RunDirectory, config: Config) -> None:
     """Keep sacrebleu's signatures (metric settings + version) with the run."""
     from ..files import atomic_write_text
     from ..metrics.translation import score_translations

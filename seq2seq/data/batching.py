@@ -8,6 +8,7 @@ walking Python lists.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ class IdColumn:
     offsets: np.ndarray
 
     @classmethod
-    def from_dataset(cls, dataset, name: str) -> IdColumn:
+    def from_dataset(cls, dataset: Any, name: str) -> IdColumn:
         """Take a list<int> column of a ``datasets.Dataset`` without copying row by row."""
         table = dataset.with_format("arrow")[:]  # zero-copy view of the memory-mapped table
         column = table.column(name).combine_chunks()

@@ -290,7 +290,7 @@ def tokenize_stream(texts: LMTexts, tokenizer: Tokenizer) -> TokenStream:
     """Encode every line followed by the line-end symbol, into one array (``Dataset.map``)."""
     end = line_end_id(tokenizer)
 
-    def encode(batch, indices):
+    def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         ids = tokenizer.encode_batch(batch["text"])
         out = [row + [end] for row in ids]
         if indices and indices[0] == 0:
@@ -444,7 +444,7 @@ def tokenize_lines(texts: LMTexts, tokenizer: Tokenizer, max_length: int | None,
     and line, or (``bad_rows: skip``) left out and counted.
     """
 
-    def encode(batch):
+    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
         ids = [row + [EOS_ID] for row in tokenizer.encode_batch(batch["text"])]
         out: dict[str, Any] = {"ids": ids if max_length is None else [row[:max_length] for row in ids],
                "truncated": [max_length is not None and len(row) > max_length for row in ids],
@@ -502,7 +502,7 @@ def _describe_bad(encoded: datasets.Dataset, row: int, code: int,
     return f"condition {value[:40]!r} is not valid ({conditions.expected()})"
 
 
-def _condition_array(table, conditions: Conditions, usable: np.ndarray) -> np.ndarray:
+def _condition_array(table: Any, conditions: Conditions, usable: np.ndarray) -> np.ndarray:
     """[N] label ids, or [N, D] features (zeros in unusable rows)."""
     if conditions.kind == "label":
         return np.asarray(table.column("condition_id").to_numpy(zero_copy_only=False),

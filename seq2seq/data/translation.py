@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,12 +54,12 @@ def train_tokenizers(texts: datasets.Dataset, config: TokenizerConfig,
                                    min_freq=config.min_freq, max_sentences=config.max_sentences,
                                    lowercase=config.lowercase, seed=seed)
 
-    def column(name: str):
+    def column(name: str) -> Iterator[str]:
         for start in range(0, len(texts), 10_000):  # stream from Arrow, never the whole list
             yield from texts[start: start + 10_000][name]
 
     if config.joint:
-        def both():
+        def both() -> Iterator[str]:
             yield from column("src")
             yield from column("trg")
         shared = train_tokenizer(both(), **options)
@@ -98,7 +99,7 @@ def tokenize_parallel(texts: datasets.Dataset, src_tokenizer: Tokenizer,
     """
     src_limit, trg_limit = max_src_length - 1, max_trg_length - 1
 
-    def encode(batch):
+    def encode(batch: dict[str, list[str]]) -> dict[str, Any]:
         src = src_tokenizer.encode_batch(batch["src"])
         trg = trg_tokenizer.encode_batch(batch["trg"])
         cut = [len(s) > src_limit or len(t) > trg_limit for s, t in zip(src, trg)]

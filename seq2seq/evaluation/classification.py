@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import UserError
 from . import QUIET, EvaluateRequest, Output, finish_diagnosis
+
+if TYPE_CHECKING:
+    from ..classifier import Classifier
+    from ..metrics.classification import ClassificationScores
 
 
 def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
@@ -77,7 +82,8 @@ def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
     return metrics
 
 
-def _labelled_data(request: EvaluateRequest, classifier):
+def _labelled_data(request: EvaluateRequest, classifier: Classifier
+                   ) -> tuple[Any, list[str], list[str], Any, list[Path]]:
     """(texts, their strings, gold label names, gold label ids, files read) of --data or a split."""
     from ..data.classification import check_labels, load_labeled, load_split
 
@@ -97,7 +103,7 @@ def _labelled_data(request: EvaluateRequest, classifier):
     return texts, sources, gold_names, [index[name] for name in gold_names], files
 
 
-def _tables(names, scores):
+def _tables(names: Sequence[str], scores: ClassificationScores) -> Any:
     """Per-class scores and the confusion matrix as rich tables (for the terminal)."""
     from rich.console import Group
     from rich.table import Table

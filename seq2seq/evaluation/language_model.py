@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from . import QUIET, EvaluateRequest, Output, finish_diagnosis
+
+if TYPE_CHECKING:
+    from ..data.language_model import LMTexts
+    from ..generator import Generator
 
 
 def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
@@ -50,7 +54,8 @@ def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
     return metrics
 
 
-def _held_out(request: EvaluateRequest, generator, out: Output):
+def _held_out(request: EvaluateRequest, generator: Generator, out: Output
+              ) -> tuple[LMTexts, list[Path]]:
     """(the texts, the files they came from) of --data or the config's split."""
     from ..data.language_model import load_split, load_texts
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..files import read_text_lines
 from . import QUIET, EvaluateRequest, Output, finish_diagnosis
+
+if TYPE_CHECKING:
+    from ..config import Config, DataConfig
+    from ..reporting.translation import Comparison
+    from ..translator import Translator
 
 
 def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
@@ -65,7 +70,8 @@ def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
     return metrics
 
 
-def _read_test_data(request: EvaluateRequest, config):
+def _read_test_data(request: EvaluateRequest, config: Config
+                    ) -> tuple[list[str], list[str], str, list[Path]]:
     """(sources, references, description, files) of --src/--ref, --data or the config's split."""
     from ..data.translation import load_parallel
 
@@ -104,7 +110,8 @@ def diagnose(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
                             translator.config.training.clip_grad_norm, described)
 
 
-def _comparison(request: EvaluateRequest, translator, sources: list[str]):
+def _comparison(request: EvaluateRequest, translator: Translator, sources: list[str]
+                ) -> Comparison | None:
     """The other system of a report's side-by-side comparison, if one was asked for."""
     from ..reporting.translation import Comparison
     from ..translator import Translator
@@ -120,13 +127,14 @@ def _comparison(request: EvaluateRequest, translator, sources: list[str]):
     return None
 
 
-def _with_split(data, split: str, path: str):
+def _with_split(data: DataConfig, split: str, path: str) -> DataConfig:
     import dataclasses
 
-    return dataclasses.replace(data, **{split: path})
+    changes: dict[str, Any] = {split: path}
+    return dataclasses.replace(data, **changes)
 
 
-def _split_files(data, split: str) -> list[Path]:
+def _split_files(data: DataConfig, split: str) -> list[Path]:
     """The files a split was read from (two for a plain-text pair)."""
     path = Path(getattr(data, split))
     if path.is_file():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sacrebleu.metrics import BLEU, CHRF, TER
+from sacrebleu.metrics.bleu import BLEU
+from sacrebleu.metrics.chrf import CHRF
+from sacrebleu.metrics.ter import TER
 
 
 @dataclass
@@ -22,7 +25,7 @@ def score_translations(hypotheses: list[str], references: list[str],
     """Score detokenized hypotheses against one reference each."""
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
-    scorers = {
+    scorers: dict[str, Callable[[], Any]] = {
         "bleu": lambda: BLEU(tokenize=tokenize, lowercase=lowercase),
         "chrf": lambda: CHRF(),
         "ter": lambda: TER(case_sensitive=not lowercase),

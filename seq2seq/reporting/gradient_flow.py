@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..config import Cell, Config
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .document import Document
 
 CELLS: tuple[Cell, ...] = ("rnn", "gru", "lstm")
 
@@ -54,7 +59,7 @@ def measure(probe: Probe, label: str, clip: float) -> GradientFlow:
     model.eval()
     captured: list[torch.Tensor] = []
 
-    def keep_first_output(_module, _inputs, output):
+    def keep_first_output(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
         if not captured:  # a shared source/target embedding also embeds the target later
             output.retain_grad()
             captured.append(output)
@@ -109,7 +114,7 @@ def with_cell(config: Config, cell: Cell) -> Config:
 
 
 @contextlib.contextmanager
-def _cudnn_off(device: torch.device):
+def _cudnn_off(device: torch.device) -> Iterator[None]:
     """cuDNN cannot run an RNN backward pass in eval mode; the native kernels can."""
     if device.type == "cuda":
         with torch.backends.cudnn.flags(enabled=False):
@@ -132,7 +137,7 @@ def flow_figure(flows: list[GradientFlow], position_name: str) -> bytes:
                        log_y=True)
 
 
-def flow_section(doc, flows: list[GradientFlow], position_name: str, where_loss: str,
+def flow_section(doc: Document, flows: list[GradientFlow], position_name: str, where_loss: str,
                  clip: float) -> None:
     """Add the gradient-flow figure and table to a report."""
     doc.heading("Gradient flow through time")
@@ -154,7 +159,7 @@ def flow_section(doc, flows: list[GradientFlow], position_name: str, where_loss:
                "parameter gradient norm", f"clipping to {clip:g}"], rows)
 
 
-def write_diagnosis(directory, run_path, flows: list[GradientFlow], position_name: str,
+def write_diagnosis(directory: Path, run_path: Path, flows: list[GradientFlow], position_name: str,
                     where_loss: str, clip: float, described: str) -> dict[str, Any]:
     """``seq2seq diagnose``'s own small report: the figure, the table, and metrics.json."""
     from .document import Document
@@ -168,7 +173,7 @@ def write_diagnosis(directory, run_path, flows: list[GradientFlow], position_nam
     return metrics
 
 
-def print_flows(flows: list[GradientFlow], echo) -> None:
+def print_flows(flows: list[GradientFlow], echo: Callable[[str], None]) -> None:
     """A few positions of each curve, as plain text for the terminal."""
     width = len(flows[0].norms)
     picks = sorted({0, width // 4, width // 2, (3 * width) // 4, width - 1})

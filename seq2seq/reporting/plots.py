@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 110
 METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER", "ppl": "perplexity",
@@ -19,7 +22,7 @@ METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER", "ppl": "perplexity
                 "macro_f1": "macro-F1"}
 
 
-def _figure(width: float = 6.4, height: float = 3.8):
+def _figure(width: float = 6.4, height: float = 3.8) -> Figure:
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # headless: no display, no GUI toolkit
@@ -28,7 +31,7 @@ def _figure(width: float = 6.4, height: float = 3.8):
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def _png(fig) -> bytes:
+def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()

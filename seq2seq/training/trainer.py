@@ -14,11 +14,11 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..config import TrainingConfig
 from ..errors import UserError
@@ -386,7 +386,7 @@ class Trainer:
         self.run.append_validation_log(
             json.dumps({"averaged": [p.name for p in paths]}))
 
-    def _progress(self, total: int):
+    def _progress(self, total: int) -> Progress | _NoProgress:
         if not self.show_progress:
             return _NoProgress()
         return Progress(
@@ -402,14 +402,14 @@ _TRAINER_KEYS = {f.name for f in dataclasses.fields(TrainerState)}
 class _NoProgress:
     """Stands in for a rich Progress when bars are off (tests, non-main ranks)."""
 
-    def __enter__(self):
+    def __enter__(self) -> _NoProgress:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         return False
 
-    def add_task(self, *args, **kwargs):
-        return 0
+    def add_task(self, *args: Any, **kwargs: Any) -> TaskID:
+        return TaskID(0)
 
-    def update(self, *args, **kwargs):
+    def update(self, *args: Any, **kwargs: Any) -> None:
         pass
