@@ -1,11 +1,12 @@
 # Two commands do all the set-up: `make demo` (train, evaluate and use a small translator)
 # and `make test` (the test suite). Both create .venv and install the project into it first.
+# `make lint` runs ruff and mypy (their settings are in pyproject.toml) from the same .venv.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_RUN ?= runs/demo_es_en
 
-.PHONY: demo test install browser clean
+.PHONY: demo test lint install browser clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,10 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check seq2seq bench tests cli.py
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs

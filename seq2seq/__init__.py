@@ -4,6 +4,8 @@ generation, with one set of tokenizers, encoders, training loop and run-director
     from seq2seq import Translator, Classifier, Generator
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 __all__ = ["Classifier", "Generator", "Translator", "__version__"]
@@ -12,7 +14,7 @@ __all__ = ["Classifier", "Generator", "Translator", "__version__"]
 _LAZY = {"Translator": "translator", "Classifier": "classifier", "Generator": "generator"}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 

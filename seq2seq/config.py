@@ -305,7 +305,7 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
 def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
     """Check ``value`` against the type ``hint``; return it converted (int -> float, list -> tuple)."""
     origin = get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value if value is not None else {}, key + ".", source)
     if origin is Literal:
         choices = get_args(hint)

@@ -66,11 +66,11 @@ def _comments(cls: type) -> dict[str, str]:
     return found
 
 
-def _default(field: dataclasses.Field) -> str:
+def _default(field: dataclasses.Field[Any]) -> str:
     if field.default is not dataclasses.MISSING:
         value = field.default
-    elif field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        value = field.default_factory()  # type: ignore[misc]
+    elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
     else:
         return ""
     if isinstance(value, bool):
@@ -86,10 +86,10 @@ def _rows(cls: type, prefix: str) -> list[str]:
     rows: list[str] = []
     hints = typing.get_type_hints(cls, vars(config_module))
     comments = _comments(cls)
-    nested = []
+    nested: list[tuple[type, str]] = []
     for field in dataclasses.fields(cls):
         hint = hints[field.name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             nested.append((hint, f"{prefix}{field.name}."))
             continue
         comment = comments.get(field.name, "").replace("|", "\\|")
@@ -117,7 +117,7 @@ def config_reference() -> str:
     ]
     for field in dataclasses.fields(Config):
         hint = typing.get_type_hints(Config, vars(config_module))[field.name]
-        if not dataclasses.is_dataclass(hint):
+        if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
             continue
         lines += [f"## `{field.name}`", "", SECTION_NOTES.get(field.name, ""), "",
                   "| key | type | default | meaning |", "|---|---|---|---|",

@@ -14,7 +14,7 @@ class DistributedError(UserError):
     Every process prints it, not only rank 0: it tells what this process saw."""
 
 
-def require_text_list(texts, what: str) -> None:
+def require_text_list(texts: object, what: str) -> None:
     """A plain string is a sequence of characters: passed where a list of texts belongs, it
     would be read as one text per character. Raise TypeError instead of doing that."""
     if isinstance(texts, str):

@@ -100,7 +100,7 @@ def atomic_directory(path: Path, prefix: str = ".partial_") -> Iterator[Path]:
 def remove_temporaries(directory: Path, patterns: tuple[str, ...] = (".*.tmp", ".partial_*"),
                        keep: Callable[[Path], bool] = lambda path: False) -> list[Path]:
     """Delete what a process killed in the middle of a write left in ``directory``."""
-    removed = []
+    removed: list[Path] = []
     if not Path(directory).is_dir():
         return removed
     for pattern in patterns:

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 import torch
@@ -216,7 +217,7 @@ class Generator:
             result.seed = None if beam else seed
         return results
 
-    def generation_options(self, **options) -> GenerationConfig:
+    def generation_options(self, **options: Any) -> GenerationConfig:
         """The run's generation settings with the given non-None options replaced, checked."""
         chosen = {k: v for k, v in options.items() if v is not None}
         merged = dataclasses.replace(self.config.generation, **chosen)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -183,7 +184,7 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def cache_key(products: list[Product], training: bool, threads: int | None = None) -> dict:
+def cache_key(products: list[Product], training: bool, threads: int | None = None) -> dict[str, Any]:
     """What a measurement holds for: this CPU, torch, thread count, mode and shape set."""
     shapes = json.dumps(sorted(products)).encode()
     return {"cpu": cpu_model_name(), "torch": torch.__version__,
@@ -192,7 +193,7 @@ def cache_key(products: list[Product], training: bool, threads: int | None = Non
             "shapes": hashlib.sha256(shapes).hexdigest()[:16]}
 
 
-def cache_path(key: dict) -> Path | None:
+def cache_path(key: dict[str, Any]) -> Path | None:
     directory = cache_dir()
     if directory is None:
         return None
@@ -200,7 +201,7 @@ def cache_path(key: dict) -> Path | None:
     return directory / f"precision-{digest}.json"
 
 
-def read_cached(path: Path | None, key: dict) -> Measurement | None:
+def read_cached(path: Path | None, key: dict[str, Any]) -> Measurement | None:
     """The measurement stored for ``key``, or None if there is none usable (any failure)."""
     if path is None:
         return None
@@ -217,7 +218,7 @@ def read_cached(path: Path | None, key: dict) -> Measurement | None:
     return Measurement(*figures)
 
 
-def write_cached(path: Path | None, key: dict, measurement: Measurement) -> None:
+def write_cached(path: Path | None, key: dict[str, Any], measurement: Measurement) -> None:
     """Store a measurement; a cache that cannot be written is no error (measured again)."""
     if path is None:
         return

@@ -20,7 +20,7 @@ def open_run(run_dir: str | Path, task: str | None = None) -> tuple[RunDirectory
     """Check ``run_dir`` is a readable run (of ``task``, if given); return it and its config."""
     run = RunDirectory(run_dir)
     info = run.read_run_info()
-    found = info.get("task")
+    found = str(info.get("task"))
     if task is not None and found != task:
         raise UserError(f"{run.path} holds a {found} model, not a {task} model "
                         f"(use `seq2seq {head_of(found).command}`)")

@@ -140,7 +140,7 @@ def _json_kind(kind: type) -> str:
             bool: "true/false"}.get(kind, "null" if kind is type(None) else kind.__name__)
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSON Lines log. A partial last line (a process killed while appending) is
     dropped; a damaged line elsewhere is a UserError naming it."""
     try:
@@ -287,8 +287,8 @@ class RunDirectory:
         shutil.rmtree(self.best_dir, ignore_errors=True)
 
     # ---- resumable checkpoints ----
-    def save_checkpoint(self, step: int, model: torch.nn.Module, torch_state: dict,
-                        trainer_state: dict, keep_last: int) -> Path:
+    def save_checkpoint(self, step: int, model: torch.nn.Module, torch_state: dict[str, Any],
+                        trainer_state: dict[str, Any], keep_last: int) -> Path:
         """Write checkpoints/step_N/ as a whole (temporary directory + rename)."""
         final = self.checkpoints / f"step_{step:08d}"
         with atomic_directory(final) as tmp:
@@ -306,7 +306,7 @@ class RunDirectory:
         return sorted(p for p in self.checkpoints.glob("step_*") if (p / "trainer.json").is_file())
 
     def load_checkpoint(self, model: torch.nn.Module, trainer_keys: set[str],
-                        notes: list[str] | None = None) -> tuple[dict, dict] | None:
+                        notes: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """Load the newest readable checkpoint's weights into ``model``; return (torch state:
         optimizer, schedule, RNG; trainer state), or None when there is no checkpoint yet.
         A damaged newest checkpoint falls back to the one before it (a note says so)."""
@@ -325,7 +325,7 @@ class RunDirectory:
         raise AssertionError("unreachable")
 
     def _read_checkpoint(self, path: Path, model: torch.nn.Module,
-                         trainer_keys: set[str]) -> tuple[dict, dict]:
+                         trainer_keys: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         trainer_state = read_json(path / "trainer.json", dict)
         unknown = sorted(set(trainer_state) - trainer_keys)
         if unknown or not all(isinstance(v, (int, float, type(None)))
@@ -367,7 +367,7 @@ class RunDirectory:
             save_weights(model, self.model_path)
         return is_best
 
-    def best_index(self) -> list[dict]:
+    def best_index(self) -> list[dict[str, Any]]:
         path = self.best_dir / "index.json"
         if not path.is_file():
             return []
@@ -383,11 +383,11 @@ class RunDirectory:
         return [self.best_dir / f"step_{e['step']:08d}.safetensors" for e in self.best_index()[:k]]
 
     # ---- logs ----
-    def append_metrics(self, row: dict) -> None:
+    def append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
 
-    def read_metrics(self) -> list[dict]:
+    def read_metrics(self) -> list[dict[str, Any]]:
         """The rows of metrics.jsonl (none if there is no file yet)."""
         return read_jsonl(self.metrics_path) if self.metrics_path.is_file() else []
 
@@ -440,7 +440,7 @@ def load_run_config(run: RunDirectory) -> Config:
     if not isinstance(raw, dict):
         raise UserError(f"{run.config_path}: expected a mapping of sections")
     for (*sections, key), value in KEYS_ADDED_LATER.items():
-        node = raw
+        node: Any = raw
         for section in sections:
             node = node.get(section) if isinstance(node, dict) else None
         if isinstance(node, dict):

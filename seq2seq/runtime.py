@@ -7,6 +7,7 @@ import contextlib
 import functools
 import os
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,15 +57,16 @@ def cpu_bf16_hardware() -> bool | None:
         return None
     if flags is None:
         return None
-    flags = flags.split(":", 1)[-1].split()
-    return "avx512_bf16" in flags or "amx_bf16" in flags or "bf16" in flags
+    names = flags.split(":", 1)[-1].split()
+    return "avx512_bf16" in names or "amx_bf16" in names or "bf16" in names
 
 
 def cpu_has_native_bf16() -> bool:
     return cpu_bf16_hardware() is True
 
 
-def mixed_precision(device: torch.device, enabled: bool, training: bool = False):
+def mixed_precision(device: torch.device, enabled: bool, training: bool = False
+                    ) -> contextlib.AbstractContextManager[Any]:
     """The autocast context for ``device``: float16 on CUDA, bfloat16 on CPU; a no-op when off.
     ``enabled`` is a resolved switch: a config's ``auto`` is decided per model by
     ``seq2seq.precision.resolve_mixed_precision`` first.

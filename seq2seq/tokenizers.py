@@ -24,6 +24,7 @@ import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import sentencepiece as spm
 
@@ -441,7 +442,7 @@ def load_tokenizer(directory: Path, name: str) -> Tokenizer:
     return cls(_check_tokens(meta_path, meta, cls), meta["lowercase"])
 
 
-def _read_meta(path: Path) -> dict:
+def _read_meta(path: Path) -> dict[str, Any]:
     """The validated header of a tokenizer JSON file (``tokens`` is checked separately)."""
     try:
         meta = json.loads(path.read_bytes().decode("utf-8"))
@@ -469,7 +470,7 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-def _check_tokens(path: Path, meta: dict, cls: type[_VocabTokenizer]) -> list[str]:
+def _check_tokens(path: Path, meta: dict[str, Any], cls: type[_VocabTokenizer]) -> list[str]:
     tokens = meta.get("tokens")
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         raise UserError(f"tokenizer file {path} is corrupt: 'tokens' must be a list of strings")
@@ -487,7 +488,7 @@ def _check_tokens(path: Path, meta: dict, cls: type[_VocabTokenizer]) -> list[st
 # ----------------------------------------------------------------------------- helpers
 
 
-def _json_bytes(obj: dict) -> bytes:
+def _json_bytes(obj: dict[str, Any]) -> bytes:
     # ASCII escapes keep odd strings (lone surrogates from undecodable input) writable.
     return (json.dumps(obj, ensure_ascii=True, indent=1) + "\n").encode("ascii")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -129,7 +130,7 @@ class Translator:
         return cls(config, model, src_tokenizer, trg_tokenizer, select_device(device), run)
 
     def translate(self, sentences: list[str], beam_size: int | None = None,
-                  **decoding_options) -> list[str]:
+                  **decoding_options: Any) -> list[str]:
         """Translate sentences: the best translation of each (detokenized, input order).
 
         Options default to the run's ``decoding`` config: beam_size, length_penalty,
@@ -146,7 +147,7 @@ class Translator:
         return [hypotheses[0].text for hypotheses in found]
 
     def translate_n_best(self, sentences: list[str], beam_size: int | None = None,
-                         n_best: int | None = None, **decoding_options
+                         n_best: int | None = None, **decoding_options: Any
                          ) -> list[list[Translation]]:
         """The ``n_best`` best translations of each sentence (best first), each with its score
         (length-penalised) and log-probability; options as for :meth:`translate`. An empty
@@ -201,7 +202,7 @@ class Translator:
                   [self.trg_tokenizer.id_to_token(i) for i in trg_ids] + ["</s>"])
         return pieces[0], pieces[1], weights[0].float().cpu().numpy()
 
-    def decoding_config(self, **options) -> DecodingConfig:
+    def decoding_config(self, **options: Any) -> DecodingConfig:
         """The run's decoding settings with the given non-None options replaced (validated)."""
         chosen = {k: v for k, v in options.items() if v is not None}
         valid = {f.name for f in dataclasses.fields(DecodingConfig)}

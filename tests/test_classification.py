@@ -25,9 +25,9 @@ from seq2seq.errors import UserError
 from seq2seq.metrics.classification import classification_scores
 from seq2seq.models.classification import ClassificationModel, classification_loss
 from seq2seq.models.encoder import RecurrentEncoder
+from seq2seq.run_directory import RunDirectory
 from seq2seq.tasks.classification import ClassificationTask, balanced_weights
 from seq2seq.tokenizers import EOS_ID, PAD_ID, train_tokenizer
-from seq2seq.run_directory import RunDirectory
 from seq2seq.training.trainer import Trainer
 
 from .cli_helpers import assert_user_error, run_cli

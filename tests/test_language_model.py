@@ -17,10 +17,10 @@ from seq2seq import Generator, runtime
 from seq2seq.config import config_from_dict, dump_config
 from seq2seq.data.language_model import StreamWindows, evaluation_layout
 from seq2seq.models.language_model import LanguageModel
+from seq2seq.run_directory import RunDirectory
 from seq2seq.search import greedy_search
 from seq2seq.tasks.language_model import LanguageModelTask
 from seq2seq.tokenizers import EOS_ID, PAD_ID, train_tokenizer
-from seq2seq.run_directory import RunDirectory
 from seq2seq.training.trainer import Trainer
 
 from .cli_helpers import assert_user_error, run_cli

@@ -92,7 +92,7 @@ def test_csv_gz(tmp_path):
 def test_tsv_gz_and_format_inference(tmp_path):
     path = tmp_path / "x.tsv.gz"
     with gzip.open(path, "wb") as f:
-        f.write("a\tb\nα\tβ\n".encode("utf-8"))
+        f.write("a\tb\nα\tβ\n".encode())
     assert loading.resolve_format(TextSource(str(path))) == "tsv"
     assert _rows(_load(tmp_path, TextSource(str(path)), ("a", "b"))) == [("α", "β")]
 
@@ -201,7 +201,8 @@ def test_invalid_utf8_names_line_and_byte(tmp_path):
 def test_invalid_utf8_in_csv_and_text(tmp_path):
     csv_path = tmp_path / "bad.csv"
     csv_path.write_bytes(b'text,label\n"multi\nline",1\n\xff,0\n')
-    assert f"{csv_path} line 4: not valid UTF-8" in _error(tmp_path, TextSource(str(csv_path)), ("text", "label"))
+    assert f"{csv_path} line 4: not valid UTF-8" in _error(tmp_path, TextSource(str(csv_path)),
+                                                            ("text", "label"))
     txt_path = tmp_path / "bad.txt"
     txt_path.write_bytes("é\n".encode() + b"x\x80\n")
     message = _error(tmp_path, TextSource(str(txt_path)), ("text",))
@@ -260,7 +261,8 @@ def test_bad_arguments_are_user_errors(tmp_path):
     path = _write(tmp_path / "a.tsv", "src\ttrg\na\tb\n")
     assert "format" in _error(tmp_path, TextSource(path, format="xls"), ("src", "trg"))
     assert "fields" in _error(tmp_path, TextSource(path, fields=("src",)), ("src", "trg"))
-    assert "header is false" in _error(tmp_path, TextSource(path, header=False, fields=("a", "b")), ("x", "y"))
+    assert "header is false" in _error(tmp_path, TextSource(path, header=False, fields=("a", "b")),
+                                       ("x", "y"))
     assert "cannot infer" in _error(tmp_path, TextSource(str(tmp_path / "a.xyz")), ("text",))
     assert "langs" in _error(tmp_path, TextSource(path, format="text"), ("src", "trg"))
     with pytest.raises(UserError, match="allow_empty"):
@@ -284,7 +286,8 @@ def test_hub_selects_and_renames_fields(tmp_path, monkeypatch):
         return datasets.Dataset.from_dict({"sentence": ["a", "b"], "label": [1, 0], "idx": [0, 1]})
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    source = TextSource("validation", format="hub", hub_name="glue", hub_config="sst2", fields=("sentence", "label"))
+    source = TextSource("validation", format="hub", hub_name="glue", hub_config="sst2",
+                        fields=("sentence", "label"))
     ds = _load(tmp_path, source, ("text", "label"))
     assert calls == [("glue", "sst2", "validation")]
     assert _rows(ds) == [("a", "1"), ("b", "0")]

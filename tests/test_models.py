@@ -7,9 +7,12 @@ import torch.nn.functional as F
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.models.attention import additive_scores, build_attention
 from seq2seq.models.encoder import RecurrentEncoder
-from seq2seq.models.functional import (AUTOCAST_ROW_MULTIPLE, cross_entropy_sum,
-                                       pad_to_row_multiple)
-from seq2seq.models.functional import sequence_loss
+from seq2seq.models.functional import (
+    AUTOCAST_ROW_MULTIPLE,
+    cross_entropy_sum,
+    pad_to_row_multiple,
+    sequence_loss,
+)
 from seq2seq.models.translation import TranslationModel
 from seq2seq.tokenizers import BOS_ID, EOS_ID, PAD_ID
 

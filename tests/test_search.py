@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from seq2seq import search
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.models.translation import TranslationModel
-from seq2seq import search
 from seq2seq.search import block_repeated_ngrams, max_output_lengths, start_tokens
 from seq2seq.tokenizers import EOS_ID, PAD_ID
 
@@ -163,10 +163,10 @@ def test_batching_does_not_change_results(beam_size):
     src, lengths = sources(n=10)
     limits = max_output_lengths(lengths, 2.0, 3)
 
-    def run(s, l, m):
+    def run(s, n, m):
         if beam_size == 1:
-            return [h.tokens for h in greedy_search(model, s, l, m)]
-        return [h[0].tokens for h in beam_search(model, s, l, m, beam_size=beam_size)]
+            return [h.tokens for h in greedy_search(model, s, n, m)]
+        return [h[0].tokens for h in beam_search(model, s, n, m, beam_size=beam_size)]
 
     together = run(src, lengths, limits)
     alone = [run(src[i: i + 1, : lengths[i]], lengths[i: i + 1], limits[i: i + 1])[0]

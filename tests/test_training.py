@@ -10,9 +10,9 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from seq2seq.config import config_from_dict
+from seq2seq.run_directory import RunDirectory, load_weights
 from seq2seq.runtime import mixed_precision
 from seq2seq.tasks.translation import TranslationTask
-from seq2seq.run_directory import RunDirectory, load_weights
 from seq2seq.training.optim import LearningRateSchedule
 from seq2seq.training.trainer import Trainer
 from seq2seq.translator import Translator

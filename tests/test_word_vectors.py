@@ -15,9 +15,9 @@ from torch import nn
 
 from seq2seq.config import config_from_dict
 from seq2seq.errors import UserError
+from seq2seq.run_directory import RunDirectory
 from seq2seq.tasks.language_model import LanguageModelTask
 from seq2seq.tokenizers import PAD_ID, train_tokenizer
-from seq2seq.run_directory import RunDirectory
 from seq2seq.word_vectors import load_word_vectors, vector_words
 
 from .cli_helpers import assert_user_error, run_cli
@@ -69,7 +69,8 @@ def test_a_word_vocabulary_grows_with_the_vector_words_up_to_its_size():
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"3 2\nthe 1 2\ncat 1 2 3\n", r"v\.txt line 3: 3 numbers after the word, but model\.embedding_size is 2"),
+    (b"3 2\nthe 1 2\ncat 1 2 3\n",
+     r"v\.txt line 3: 3 numbers after the word, but model\.embedding_size is 2"),
     (b"the 1 two\n", r"v\.txt line 1: expected a word and 2 numbers"),
     (b"the 1 2\ncat \xff 2\n", r"v\.txt line 2: not UTF-8"),
     (b"dog 1 2\n", r"has a vector for none of the 2 words"),

@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -31,11 +32,15 @@ console = Console(stderr=True, soft_wrap=True)  # long lines stay whole in logs
 DEVICE_HELP = "auto | cpu | cuda | cuda:N."
 
 
-def user_errors(command):
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def user_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn UserError into a one-line message and exit status 2."""
 
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except DistributedError as err:  # every process says what it saw (not only rank 0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -119,7 +119,7 @@ def _refuse_export(run_dir: Path, what: str | None) -> None:
                         f"{run_dir} is an ONNX export")
 
 
-def run_evaluation(request: EvaluateRequest) -> dict:
+def run_evaluation(request: EvaluateRequest) -> dict[str, Any]:
     """Check the request and hand it to the evaluation of the run's task."""
     from ..pretrained import run_task
     from ..runtime import configure_threads

@@ -6,7 +6,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -59,13 +59,13 @@ def generate(
     if threads < 0:
         raise UserError(f"--threads must be >= 0 (0 = automatic), got {threads}")
     generator = Generator.from_pretrained(run_dir, device=device, weights=checkpoint)
-    options = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+    options: dict[str, Any] = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                    greedy=greedy, beam_size=beam_size, num_samples=num_samples)
     chosen = generator.generation_options(**options)  # bad options fail before any output
     one_stream = chosen.greedy or (chosen.num_samples == 1 and chosen.beam_size == 1)
     configure_threads(threads or (1 if one_stream else 0))
     streaming = output_format == "text" and chosen.num_samples == 1
-    started = []  # the prompt is printed with the first token: after every check has passed
+    started: list[bool] = []  # the prompt is printed with the first token: after every check has passed
 
     def on_token(sample: int, text: str) -> None:
         if not started:

@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -16,8 +16,11 @@ from ..errors import UserError
 from .app import DEVICE_HELP, app, console, user_errors
 
 if TYPE_CHECKING:
+    import torch
+
     from ..run_directory import RunDirectory
     from ..training.distributed import ProcessInfo
+    from ..training.trainer import TrainingTask
 
 # What --resume may change: when and how long to train, what to keep, where to run. Everything
 # else fixes what the saved weights, tokenizers, optimizer state and schedule mean, or the
@@ -114,8 +117,9 @@ def check_batch_for_processes(config: Config, process: ProcessInfo) -> None:
                         f"together; it cannot be shared by {process.world_size} processes")
 
 
-def set_up_run(config: Config, run: RunDirectory, resume: bool, overwrite: bool, device,
-               process: ProcessInfo, locks: contextlib.ExitStack):
+def set_up_run(config: Config, run: RunDirectory, resume: bool, overwrite: bool,
+               device: torch.device, process: ProcessInfo, locks: contextlib.ExitStack
+               ) -> TrainingTask:
     """Check ``run`` may be written, lock it, build the task (data, tokenizers, model) and
     write the config: the run directory is ready to train. (Rank 0 only.)"""
     from ..files import atomic_write_text
@@ -195,7 +199,8 @@ def replace_run(old: RunDirectory, new: RunDirectory) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def build_task(config: Config, run, resume: bool, device, process):
+def build_task(config: Config, run: RunDirectory, resume: bool, device: torch.device,
+               process: ProcessInfo) -> TrainingTask:
     """The head's TrainingTask: loads the data, trains or loads the tokenizers, builds the model."""
     from ..heads import head_of
 
@@ -203,7 +208,7 @@ def build_task(config: Config, run, resume: bool, device, process):
                                                        process)
 
 
-def check_resumable(run, config: Config) -> None:
+def check_resumable(run: RunDirectory, config: Config) -> None:
     """--resume must not change what the saved weights and tokenizers mean."""
     from ..run_directory import load_run_config
 
@@ -220,7 +225,7 @@ def check_resumable(run, config: Config) -> None:
                         "CONFIG out to resume with the run's own, or start a new run")
 
 
-def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
     keys = []
     for key in old.keys() | new.keys():
         a, b = old.get(key), new.get(key)
@@ -231,7 +236,7 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return sorted(keys)
 
 
-def write_signature(run, config: Config) -> None:
+def write_signature(run: RunDirectory, config: Config) -> None:
     """Keep sacrebleu's signatures (metric settings + version) with the run."""
     from ..files import atomic_write_text
     from ..metrics.translation import score_translations

@@ -53,8 +53,10 @@ def translate(
         max_length_ratio=max_length_ratio, min_length=min_length,
         no_repeat_ngram=no_repeat_ngram, batch_size=batch_size, batch_tokens=batch_tokens,
         amp=amp)
-    if translator.precision.auto:
-        console.print(translator.precision.line, markup=False, highlight=False)
+    precision = translator.precision
+    assert precision is not None  # set by translate_n_best
+    if precision.auto:
+        console.print(precision.line, markup=False, highlight=False)
     if translator.truncated:
         console.print(f"note: {translator.truncated} sentence(s) longer than "
                       f"{translator.config.data.max_src_length} tokens were truncated")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ class IdColumn:
     offsets: np.ndarray
 
     @classmethod
-    def from_dataset(cls, dataset, name: str) -> IdColumn:
+    def from_dataset(cls, dataset: Any, name: str) -> IdColumn:
         """Take a list<int> column of a ``datasets.Dataset`` without copying row by row.
 
         A dataset kept in one Arrow cache file (a tokenized corpus) keeps its ids on disk: the
@@ -43,7 +44,7 @@ class IdColumn:
                    offsets=column.offsets.to_numpy(zero_copy_only=False))
 
     @classmethod
-    def _memory_mapped(cls, dataset, name: str, arrow_file: Path) -> IdColumn:
+    def _memory_mapped(cls, dataset: Any, name: str, arrow_file: Path) -> IdColumn:
         values_path = arrow_file.with_name(f"{arrow_file.name}.{name}.values.npy")
         offsets_path = arrow_file.with_name(f"{arrow_file.name}.{name}.offsets.npy")
         if not (values_path.is_file() and offsets_path.is_file()):
@@ -120,8 +121,8 @@ class TranslationBatch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return TranslationBatch(move(self.src), self.src_lengths, move(self.trg_input),
-                                move(self.trg_output), self.indices)
+        return TranslationBatch(self.src.to(device, non_blocking=True), self.src_lengths,
+                                move(self.trg_input), move(self.trg_output), self.indices)
 
 
 def make_translation_batch(src: IdColumn, trg: IdColumn | None,

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -44,7 +46,7 @@ class LabelVocabulary:
     names: tuple[str, ...]
 
     @classmethod
-    def from_names(cls, names) -> LabelVocabulary:
+    def from_names(cls, names: Iterable[str]) -> LabelVocabulary:
         """Sorted numerically when every name is an integer ("2" before "10"), else as text."""
         unique = set(names)
         try:
@@ -201,11 +203,11 @@ def label_names(texts: LabeledTexts) -> LabelVocabulary:
     return labels
 
 
-def _strip_labels(batch: dict[str, list]) -> dict[str, list]:
+def _strip_labels(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return {"label": [label.strip() for label in batch["label"]]}
 
 
-def _is_blank(column) -> np.ndarray:
+def _is_blank(column: Any) -> np.ndarray:
     stripped = pc.utf8_trim_whitespace(column)
     return np.asarray(pc.equal(stripped, "").to_numpy(zero_copy_only=False), dtype=bool)
 
@@ -265,7 +267,7 @@ def tokenize_labeled(texts: LabeledTexts, tokenizer: Tokenizer, labels: LabelVoc
     """
     index = labels.index()
 
-    def encode(batch):
+    def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         ids, cut = encode_texts(tokenizer, batch["text"], max_length, truncation)
         return {"ids": ids, "label_id": [index[label] for label in batch["label"]],
                 "truncated": cut}

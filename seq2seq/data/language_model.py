@@ -23,7 +23,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import datasets
 import numpy as np
@@ -290,7 +290,7 @@ def tokenize_stream(texts: LMTexts, tokenizer: Tokenizer) -> TokenStream:
     """Encode every line followed by the line-end symbol, into one array (``Dataset.map``)."""
     end = line_end_id(tokenizer)
 
-    def encode(batch, indices):
+    def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         ids = tokenizer.encode_batch(batch["text"])
         out = [row + [end] for row in ids]
         if indices and indices[0] == 0:
@@ -312,7 +312,7 @@ class Window(NamedTuple):
     """One training batch of stream mode: window ``index`` of ``epoch``, at ``start`` in each row."""
 
     epoch: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, which no one calls
     start: int
     length: int
 
@@ -447,14 +447,13 @@ def tokenize_lines(texts: LMTexts, tokenizer: Tokenizer, max_length: int | None,
     JSON Lines file it is a bad row, as is a condition that is not valid: an error naming file
     and line, or (``bad_rows: skip``) left out and counted.
     """
-    conditioned = conditions is not None
 
-    def encode(batch):
+    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
         ids = [row + [EOS_ID] for row in tokenizer.encode_batch(batch["text"])]
-        out = {"ids": ids if max_length is None else [row[:max_length] for row in ids],
+        out: dict[str, Any] = {"ids": ids if max_length is None else [row[:max_length] for row in ids],
                "truncated": [max_length is not None and len(row) > max_length for row in ids],
                "bad": [_OK if text.strip() else _EMPTY for text in batch["text"]]}
-        if conditioned:
+        if conditions is not None:
             parsed = [conditions.parse(value) for value in batch["condition"]]
             for i, value in enumerate(parsed):
                 if value is None and out["bad"][i] == _OK:
@@ -467,9 +466,9 @@ def tokenize_lines(texts: LMTexts, tokenizer: Tokenizer, max_length: int | None,
 
     features = {**texts.texts.features, "ids": datasets.Sequence(datasets.Value("int32")),
                 "truncated": datasets.Value("bool"), "bad": datasets.Value("int8")}
-    if conditioned and conditions.kind == "label":
+    if conditions is not None and conditions.kind == "label":
         features["condition_id"] = datasets.Value("int64")
-    elif conditioned:
+    elif conditions is not None:
         features["features"] = datasets.Sequence(datasets.Value("float32"))
     fingerprint = _hash(texts.texts._fingerprint, tokenizer_fingerprint(tokenizer),
                         str(max_length), repr(conditions), "lines v1")
@@ -491,7 +490,7 @@ def tokenize_lines(texts: LMTexts, tokenizer: Tokenizer, max_length: int | None,
     truncated = np.asarray(table.column("truncated").to_numpy(zero_copy_only=False))
     return LineCorpus(
         ids=IdColumn.from_dataset(encoded, "ids"), rows=rows,
-        conditions=_condition_array(table, conditions, usable) if conditioned else None,
+        conditions=_condition_array(table, conditions, usable) if conditions is not None else None,
         characters=int(line_characters(texts.texts)[rows].sum()),
         truncated=int(truncated[rows].sum()), skipped=int((~usable).sum()))
 
@@ -503,10 +502,11 @@ def _describe_bad(encoded: datasets.Dataset, row: int, code: int,
     value = encoded[row]["condition"]
     if not value.strip():
         return "no condition"
+    assert conditions is not None  # a bad condition needs a conditioned model
     return f"condition {value[:40]!r} is not valid ({conditions.expected()})"
 
 
-def _condition_array(table, conditions: Conditions, usable: np.ndarray) -> np.ndarray:
+def _condition_array(table: Any, conditions: Conditions, usable: np.ndarray) -> np.ndarray:
     """[N] label ids, or [N, D] features (zeros in unusable rows)."""
     if conditions.kind == "label":
         return np.asarray(table.column("condition_id").to_numpy(zero_copy_only=False),
@@ -530,7 +530,8 @@ class LinesBatch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return LinesBatch(move(self.inputs), move(self.targets), move(self.conditions))
+        return LinesBatch(self.inputs.to(device, non_blocking=True),
+                          self.targets.to(device, non_blocking=True), move(self.conditions))
 
 
 def make_lines_batch(corpus: LineCorpus, rows: np.ndarray) -> LinesBatch:

@@ -16,9 +16,9 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import datasets
 import datasets.exceptions
@@ -199,7 +199,7 @@ def _check_fields(source: TextSource, fmt: str, columns: tuple[str, ...]) -> tup
         )
     for field in fields:
         is_index = isinstance(field, int) and not isinstance(field, bool)
-        if is_index and field < 0:
+        if isinstance(field, int) and is_index and field < 0:
             raise UserError(f"{source.path}: fields: column indices are 0-based and "
                             f"non-negative, got {field}")
         if not is_index and not isinstance(field, str):
@@ -254,7 +254,7 @@ def _file_stamp(path: str) -> tuple[int, int, int]:
 def _open_binary(path: str) -> IO[bytes]:
     """Open a file for byte reading, transparently gunzipping ``*.gz``."""
     if path.lower().endswith(".gz"):
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))
     return open(path, "rb")
 
 
@@ -326,10 +326,11 @@ def _generate_rows(
     line_numbers: bool,
     stamps: tuple[tuple[int, int, int], ...],
     parser_version: int,
-) -> Iterator[dict[str, Any]]:
+) -> Generator[dict[str, Any], None, None]:
     """Yield one ``{column: text}`` dict per example (``stamps`` and ``parser_version`` only
     feed the cache key)."""
     del stamps, parser_version
+    rows: Iterator[tuple[int, dict[str, Any]]]
     if fmt == "text":
         rows = _text_rows(paths, columns)
     elif fmt == "tsv":
@@ -343,9 +344,10 @@ def _generate_rows(
     else:  # resolve_format only returns the formats above
         raise AssertionError(f"unexpected format {fmt!r}")
     for number, row in rows:
+        record: dict[str, Any] = row  # {column: text}, and the line number if asked
         if line_numbers:
-            row["line"] = number
-        yield row
+            record["line"] = number
+        yield record
 
 
 def _tsv_records(path: str) -> Iterator[tuple[int, list[str]]]:

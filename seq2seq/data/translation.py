@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -47,16 +49,17 @@ def load_parallel(config: DataConfig, split: str, *, drop_empty: bool) -> datase
 def train_tokenizers(texts: datasets.Dataset, config: TokenizerConfig,
                      seed: int) -> tuple[Tokenizer, Tokenizer]:
     """Train the source and target tokenizers (one shared when ``joint``)."""
-    options = dict(kind=config.kind, vocab_size=config.vocab_size, model_type=config.model_type,
-                   min_freq=config.min_freq, max_sentences=config.max_sentences,
-                   lowercase=config.lowercase, seed=seed)
+    options: dict[str, Any] = dict(kind=config.kind, vocab_size=config.vocab_size,
+                                   model_type=config.model_type,
+                                   min_freq=config.min_freq, max_sentences=config.max_sentences,
+                                   lowercase=config.lowercase, seed=seed)
 
-    def column(name: str):
+    def column(name: str) -> Iterator[str]:
         for start in range(0, len(texts), 10_000):  # stream from Arrow, never the whole list
             yield from texts[start: start + 10_000][name]
 
     if config.joint:
-        def both():
+        def both() -> Iterator[str]:
             yield from column("src")
             yield from column("trg")
         shared = train_tokenizer(both(), **options)
@@ -96,7 +99,7 @@ def tokenize_parallel(texts: datasets.Dataset, src_tokenizer: Tokenizer,
     """
     src_limit, trg_limit = max_src_length - 1, max_trg_length - 1
 
-    def encode(batch):
+    def encode(batch: dict[str, list[str]]) -> dict[str, Any]:
         src = src_tokenizer.encode_batch(batch["src"])
         trg = trg_tokenizer.encode_batch(batch["trg"])
         cut = [len(s) > src_limit or len(t) > trg_limit for s, t in zip(src, trg)]

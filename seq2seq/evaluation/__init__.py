@@ -74,8 +74,8 @@ class EvaluateRequest:
         return self.output_dir or self.run_dir / "eval" / self.data_name()
 
 
-def finish_diagnosis(request: EvaluateRequest, out: Output, flows: list, position: str,
-                     where_loss: str, clip: float, described: str) -> dict:
+def finish_diagnosis(request: EvaluateRequest, out: Output, flows: list[Any], position: str,
+                     where_loss: str, clip: float, described: str) -> dict[str, Any]:
     """Every head's end of a diagnosis: print the curves, write the report, say where."""
     from ..reporting.gradient_flow import print_flows, write_diagnosis
 

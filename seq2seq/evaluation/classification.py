@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import UserError
 from . import QUIET, EvaluateRequest, Output, finish_diagnosis
 
+if TYPE_CHECKING:
+    from ..classifier import Classifier
+    from ..metrics.classification import ClassificationScores
 
-def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict:
+
+def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
     """Classify a labelled test set: accuracy, macro-F1, per-class P/R/F1, confusion matrix."""
     from ..classifier import Classifier
     from ..files import atomic_write_text
@@ -76,7 +82,8 @@ def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict:
     return metrics
 
 
-def _labelled_data(request: EvaluateRequest, classifier):
+def _labelled_data(request: EvaluateRequest, classifier: Classifier
+                   ) -> tuple[Any, list[str], list[str], Any, list[Path]]:
     """(texts, their strings, gold label names, gold label ids, files read) of --data or a split."""
     from ..data.classification import check_labels, load_labeled, load_split
 
@@ -96,7 +103,7 @@ def _labelled_data(request: EvaluateRequest, classifier):
     return texts, sources, gold_names, [index[name] for name in gold_names], files
 
 
-def _tables(names, scores):
+def _tables(names: Sequence[str], scores: ClassificationScores) -> Any:
     """Per-class scores and the confusion matrix as rich tables (for the terminal)."""
     from rich.console import Group
     from rich.table import Table
@@ -117,7 +124,7 @@ def _tables(names, scores):
     return Group(per_class, confusion)
 
 
-def diagnose(request: EvaluateRequest, out: Output = QUIET) -> dict:
+def diagnose(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
     """Gradient flow through time of a classifier, beside fresh models of each cell type."""
     from ..classifier import Classifier
     from ..reporting.classification import FLOW_POSITION, FLOW_WHERE, classification_gradient_flow

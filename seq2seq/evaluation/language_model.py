@@ -6,12 +6,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from . import QUIET, EvaluateRequest, Output, finish_diagnosis
 
+if TYPE_CHECKING:
+    from ..data.language_model import LMTexts
+    from ..generator import Generator
 
-def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict:
+
+def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
     """Perplexity, loss and bits per character of held-out text; writes metrics.json."""
     from ..files import atomic_write_text
     from ..generator import Generator
@@ -49,7 +54,8 @@ def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict:
     return metrics
 
 
-def _held_out(request: EvaluateRequest, generator, out: Output):
+def _held_out(request: EvaluateRequest, generator: Generator, out: Output
+              ) -> tuple[LMTexts, list[Path]]:
     """(the texts, the files they came from) of --data or the config's split."""
     from ..data.language_model import load_split, load_texts
 
@@ -71,7 +77,7 @@ def _held_out(request: EvaluateRequest, generator, out: Output):
     return texts, [Path(path)]
 
 
-def diagnose(request: EvaluateRequest, out: Output = QUIET) -> dict:
+def diagnose(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
     """Gradient flow through time of a language model, beside fresh models of each cell type."""
     from ..generator import Generator
     from ..reporting.language_model import FLOW_POSITION, FLOW_WHERE, lm_gradient_flow, tokenized

@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..files import read_text_lines
 from . import QUIET, EvaluateRequest, Output, finish_diagnosis
 
+if TYPE_CHECKING:
+    from ..config import Config, DataConfig
+    from ..reporting.translation import Comparison
+    from ..translator import Translator
 
-def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict:
+
+def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
     """Translate a test set and score it with sacrebleu (BLEU, chrF, TER)."""
     from ..files import atomic_write_text
     from ..metrics.translation import score_translations
@@ -21,19 +27,21 @@ def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict:
                                             weights=request.checkpoint)
     config = translator.config
     sources, references, described, files = _read_test_data(request, config)
-    options = dict(beam_size=request.beam_size, length_penalty=request.length_penalty,
+    options: dict[str, Any] = dict(beam_size=request.beam_size, length_penalty=request.length_penalty,
                    batch_size=request.batch_size, amp=request.amp)
     started = time.perf_counter()
     hypotheses = translator.translate(sources, **options)
     seconds = time.perf_counter() - started
     decoding = translator.decoding_config(**options)
+    precision = translator.precision
+    assert precision is not None  # set by translate
     scores = score_translations(hypotheses, references, config.evaluation.metrics,
                                 config.evaluation.tokenize, config.evaluation.lowercase)
     for score in scores.values():
         out.result(score.text)
         out.result(f"  signature: {score.signature}")
-    if translator.precision.auto:
-        out.note(translator.precision.line)
+    if precision.auto:
+        out.note(precision.line)
     out.result(f"{len(sources)} sentences in {seconds:.1f} s "
                f"({len(sources) / max(seconds, 1e-9):.1f} sentences/s), beam {decoding.beam_size}")
     metrics = {
@@ -44,7 +52,7 @@ def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict:
         "signatures": {k: s.signature for k, s in scores.items()},
         "decoding": {"beam_size": decoding.beam_size, "length_penalty": decoding.length_penalty,
                      "max_length_ratio": decoding.max_length_ratio,
-                     "precision": translator.precision.name},
+                     "precision": precision.name},
         "seconds": round(seconds, 3),
         "truncated": translator.truncated,
     }
@@ -62,13 +70,14 @@ def evaluate(request: EvaluateRequest, out: Output = QUIET) -> dict:
     return metrics
 
 
-def _read_test_data(request: EvaluateRequest, config):
+def _read_test_data(request: EvaluateRequest, config: Config
+                    ) -> tuple[list[str], list[str], str, list[Path]]:
     """(sources, references, description, files) of --src/--ref, --data or the config's split."""
     from ..data.translation import load_parallel
 
     if (request.src is None) != (request.ref is None):
         raise UserError("give both --src and --ref, or neither (to use --data or a config split)")
-    if request.src is not None:
+    if request.src is not None and request.ref is not None:
         sources, references = read_text_lines(request.src), read_text_lines(request.ref)
         if len(sources) != len(references):
             raise UserError(f"{request.src} has {len(sources)} lines but {request.ref} has "
@@ -86,7 +95,7 @@ def _read_test_data(request: EvaluateRequest, config):
     return sources, references, described, files
 
 
-def diagnose(request: EvaluateRequest, out: Output = QUIET) -> dict:
+def diagnose(request: EvaluateRequest, out: Output = QUIET) -> dict[str, Any]:
     """Gradient flow through time of a translator, beside fresh models of each cell type."""
     from ..reporting.translation import translation_gradient_flow
     from ..translator import Translator
@@ -101,7 +110,8 @@ def diagnose(request: EvaluateRequest, out: Output = QUIET) -> dict:
                             translator.config.training.clip_grad_norm, described)
 
 
-def _comparison(request: EvaluateRequest, translator, sources: list[str]):
+def _comparison(request: EvaluateRequest, translator: Translator, sources: list[str]
+                ) -> Comparison | None:
     """The other system of a report's side-by-side comparison, if one was asked for."""
     from ..reporting.translation import Comparison
     from ..translator import Translator
@@ -117,13 +127,14 @@ def _comparison(request: EvaluateRequest, translator, sources: list[str]):
     return None
 
 
-def _with_split(data, split: str, path: str):
+def _with_split(data: DataConfig, split: str, path: str) -> DataConfig:
     import dataclasses
 
-    return dataclasses.replace(data, **{split: path})
+    changes: dict[str, Any] = {split: path}
+    return dataclasses.replace(data, **changes)
 
 
-def _split_files(data, split: str) -> list[Path]:
+def _split_files(data: DataConfig, split: str) -> list[Path]:
     """The files a split was read from (two for a plain-text pair)."""
     path = Path(getattr(data, split))
     if path.is_file():

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sacrebleu.metrics import BLEU, CHRF, TER
+from sacrebleu.metrics.bleu import BLEU
+from sacrebleu.metrics.chrf import CHRF
+from sacrebleu.metrics.ter import TER
 
 
 @dataclass
@@ -21,7 +25,7 @@ def score_translations(hypotheses: list[str], references: list[str],
     """Score detokenized hypotheses against one reference each."""
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
-    scorers = {
+    scorers: dict[str, Callable[[], Any]] = {
         "bleu": lambda: BLEU(tokenize=tokenize, lowercase=lowercase),
         "chrf": lambda: CHRF(),
         "ter": lambda: TER(case_sensitive=not lowercase),
@@ -55,7 +59,7 @@ def paired_bootstrap(baseline: list[str], system: list[str], references: list[st
                       test_type="bs", n_samples=samples)
     _, scores = test()  # keyed by sacrebleu's display names (BLEU, chrF2), in our order
     results = {}
-    named = [(k, v) for k, v in scores.items() if k != "System"]
+    named: list[tuple[str, Any]] = [(k, v) for k, v in scores.items() if k != "System"]
     for name, (_, (base, other)) in zip(metrics, named):
         results[name] = {"baseline": round(float(base.score), 4), "system": round(float(other.score), 4),
                          "system_mean": round(float(other.mean), 4), "system_ci95": round(float(other.ci), 4),

@@ -7,6 +7,8 @@ decoder step (T = 1) or for all steps at once (T = target length) as batched pro
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,14 +72,16 @@ class _AdditiveScores(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, query: torch.Tensor, keys: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, query: torch.Tensor, keys: torch.Tensor, v: torch.Tensor
+                ) -> torch.Tensor:
         ctx.save_for_backward(query, keys, v)
         with torch.autocast(query.device.type, enabled=False):
             energy = _energy(query, keys)
             return torch.matmul(energy, v.to(energy.dtype))
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         query, keys, v = ctx.saved_tensors
         with torch.autocast(query.device.type, enabled=False):
             energy = _energy(query, keys)
@@ -108,7 +112,7 @@ def additive_scores(query: torch.Tensor, keys: torch.Tensor, v: torch.Tensor) ->
     working dtype: the float32 guard is for the gradient, and under bfloat16 autocast it would
     cost beam search about a fifth of its speed."""
     if torch.is_grad_enabled() and (query.requires_grad or keys.requires_grad or v.requires_grad):
-        return _AdditiveScores.apply(query, keys, v)
+        return _AdditiveScores.apply(query, keys, v)  # type: ignore[no-untyped-call]
     return F.linear(_energy(query, keys, at_least_float32=False), v.unsqueeze(0)).squeeze(-1)
 
 

@@ -92,6 +92,7 @@ class ClassificationModel(nn.Module):
             return total / mask.sum(1, keepdim=True).to(outputs.dtype)
         if self.pooling == "max":
             return outputs.masked_fill(~keep, float("-inf")).max(1).values
+        assert self.attention is not None  # pooling == "attention"
         pooled, _ = self.attention(outputs, mask)
         return pooled
 

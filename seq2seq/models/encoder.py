@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+RNN_CLASSES: dict[str, type[nn.RNN] | type[nn.GRU] | type[nn.LSTM]] = {
+    "rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 # A recurrent state: h [layers*dirs, B, H], or (h, c) for an LSTM.
 RNNState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]

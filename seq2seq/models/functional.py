@@ -15,7 +15,7 @@ functions written for CPU speed, numerically identical in meaning to torch's:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -81,7 +81,8 @@ def pad_to_row_multiple(rows: torch.Tensor, multiple: int) -> torch.Tensor:
 
 class _CrossEntropySum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
+    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor, smoothing: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         count = target.numel()
         # Padding rows (past ``count``) go through log_softmax too: slicing them off first
         # would make autograd allocate and copy a whole [N, V] gradient for the slice.
@@ -98,7 +99,8 @@ class _CrossEntropySum(torch.autograd.Function):
         return loss, nll
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor, _grad_nll: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor, _grad_nll: torch.Tensor
+                 ) -> tuple[torch.Tensor, None, None]:
         log_probs, target = ctx.saved_tensors
         smoothing, count = ctx.smoothing, target.numel()
         # d loss / d logits = g * (softmax - target distribution); computed in place.
@@ -122,7 +124,7 @@ def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor,
     """
     if target.numel() > logits.size(0):
         raise ValueError(f"{target.numel()} targets for {logits.size(0)} rows of scores")
-    return _CrossEntropySum.apply(logits, target, label_smoothing)
+    return _CrossEntropySum.apply(logits, target, label_smoothing)  # type: ignore[no-untyped-call]
 
 
 class ProjectsToVocabulary(Protocol):

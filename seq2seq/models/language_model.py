@@ -130,6 +130,7 @@ class LanguageModel(nn.Module):
         if self.condition is None:
             zeros = torch.zeros(shape, device=device)
             return LMState(zeros, zeros.clone() if self.cell == "lstm" else None)
+        assert condition is not None  # checked above
         vector = self.condition(condition.to(device))
         fed = vector if self.feeds_condition else None
         if self.initial_state_map is None:

@@ -37,9 +37,11 @@ class Bridge(nn.Module):
         if h.size(0) != self.decoder_layers:
             h = h[-1:].expand(self.decoder_layers, -1, -1)
             c = c[-1:].expand(self.decoder_layers, -1, -1) if c is not None else None
+        assert self.hidden_map is not None  # learned
         hidden = torch.tanh(self.hidden_map(h))
         cell = None
         if self.needs_cell:
+            assert self.cell_map is not None  # learned and needs_cell
             cell = torch.tanh(self.cell_map(c if c is not None else h))
         return hidden.contiguous(), cell.contiguous() if cell is not None else None
 
@@ -112,7 +114,7 @@ class TranslationModel(nn.Module):
     def _forward_sampled(self, trg_input: torch.Tensor, state: DecoderState,
                          teacher_forcing: float) -> torch.Tensor:
         """Step by step, feeding the model's own greedy prediction with prob. 1 - teacher_forcing."""
-        outputs = []
+        outputs: list[torch.Tensor] = []
         token = trg_input[:, 0]
         for t in range(trg_input.size(1)):
             if t > 0:

@@ -3,13 +3,21 @@ confidently wrong texts, and gradient flow through time."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from . import plots
 from .document import Document
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..classifier import Classifier
+    from ..config import Config
+    from ..models.classification import ClassificationModel
+    from .gradient_flow import GradientFlow, Probe
 
 CALIBRATION_BINS = 10
 WRONG_ROWS = 10
@@ -76,7 +84,8 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def classification_probe(classifier, model, texts: list[str], gold: np.ndarray, device):
+def classification_probe(classifier: Classifier, model: ClassificationModel, texts: list[str],
+                         gold: np.ndarray, device: torch.device) -> Probe:
     """A gradient-flow probe on the longest texts: the loss is the classification loss, x_t the
     embedded tokens."""
     from ..data.batching import IdColumn
@@ -90,20 +99,24 @@ def classification_probe(classifier, model, texts: list[str], gold: np.ndarray, 
     batch = make_classification_batch(IdColumn.from_lists([ids[i] for i in longest]),
                                       np.asarray(gold)[longest], np.arange(len(longest))).to(device)
 
-    def loss(net):
-        return classification_loss(net(batch.ids, batch.lengths), batch.labels)[0] / len(longest)
+    labels = batch.labels
+    assert labels is not None  # made from gold labels
+
+    def loss(net: torch.nn.Module) -> torch.Tensor:
+        return classification_loss(net(batch.ids, batch.lengths), labels)[0] / len(longest)
 
     mask = (torch.arange(batch.ids.size(1))[None, :] < batch.lengths[:, None]).to(device)
     return Probe(model, model.embedding, loss, mask)
 
 
-def classification_gradient_flow(classifier, texts: list[str], gold: np.ndarray):
+def classification_gradient_flow(classifier: Classifier, texts: list[str], gold: np.ndarray
+                                 ) -> list[GradientFlow]:
     from ..models.classification import ClassificationModel
     from .gradient_flow import compare_cells
 
     config, device = classifier.config, classifier.device
 
-    def probe_for(model_config):
+    def probe_for(model_config: Config) -> Probe:
         model = ClassificationModel(model_config.model, classifier.tokenizer.vocab_size,
                                     len(classifier.labels)).to(device)
         return classification_probe(classifier, model, texts, gold, device)
@@ -116,7 +129,7 @@ FLOW_POSITION = "text token"
 FLOW_WHERE = f"the {PROBE_TEXTS} longest texts (loss: the classification loss of each text)"
 
 
-def write_classification_report(directory, classifier, described: str, files: list,
+def write_classification_report(directory: Path, classifier: Classifier, described: str, files: list[Any],
                                 texts: list[str], gold: np.ndarray, probabilities: np.ndarray,
                                 metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Write report.md / report.html / metrics.json for one evaluated data set."""
@@ -133,6 +146,7 @@ def write_classification_report(directory, classifier, described: str, files: li
     from .gradient_flow import flow_section
 
     run, config = classifier.run, classifier.config
+    assert run is not None  # a report is of a run directory
     names = list(classifier.labels.names)
     model_info = describe_model(config, classifier.model, {"text": classifier.tokenizer})
     file_info = describe_files(files)

@@ -115,7 +115,7 @@ def environment_section(doc: Document, hardware: dict[str, Any], seconds: float,
     doc.table(["", "value"], rows)
 
 
-def read_metrics_log(run: RunDirectory) -> tuple[list[dict], list[dict]]:
+def read_metrics_log(run: RunDirectory) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train rows, validation rows) of ``metrics.jsonl``; empty lists when there is none."""
     rows = run.read_metrics()
     return ([r for r in rows if r.get("type") == "train"],

@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Cell, Config
 
-CELLS = ("rnn", "gru", "lstm")
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .document import Document
+
+CELLS: tuple[Cell, ...] = ("rnn", "gru", "lstm")
 
 
 @dataclass
@@ -42,7 +48,7 @@ class GradientFlow:
     total_norm: float  # the parameters' gradient norm for this batch
     clip_factor: float  # what clipping to training.clip_grad_norm multiplies gradients by
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -53,7 +59,7 @@ def measure(probe: Probe, label: str, clip: float) -> GradientFlow:
     model.eval()
     captured: list[torch.Tensor] = []
 
-    def keep_first_output(_module, _inputs, output):
+    def keep_first_output(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
         if not captured:  # a shared source/target embedding also embeds the target later
             output.retain_grad()
             captured.append(output)
@@ -67,12 +73,14 @@ def measure(probe: Probe, label: str, clip: float) -> GradientFlow:
     finally:
         handle.remove()
         model.train(was_training)
-    grads = captured[0].grad.float()  # [B, T, E]
+    gradient = captured[0].grad
+    assert gradient is not None  # the hook retained it and the loss reached it
+    grads = gradient.float()  # [B, T, E]
     norms = grads.norm(dim=-1) * probe.mask
     counts = probe.mask.sum(0).clamp(min=1)
     per_step = (norms.sum(0) / counts).cpu().numpy()
-    total = float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in model.parameters()
-                                 if p.grad is not None)))
+    total = float(torch.sqrt(sum(((p.grad.float() ** 2).sum() for p in model.parameters()
+                                  if p.grad is not None), torch.tensor(0.0))))
     model.zero_grad(set_to_none=True)
     factor = min(1.0, clip / total) if clip > 0 and total > 0 else 1.0
     return GradientFlow(label, [_significant(v) for v in per_step], _significant(total),
@@ -97,7 +105,7 @@ def compare_cells(config: Config, trained: Probe, build_probe: Callable[[Config]
     return flows
 
 
-def with_cell(config: Config, cell: str) -> Config:
+def with_cell(config: Config, cell: Cell) -> Config:
     """A copy of ``config`` whose encoder (and decoder) use ``cell``."""
     model = dataclasses.replace(
         config.model, encoder=dataclasses.replace(config.model.encoder, cell=cell),
@@ -106,7 +114,7 @@ def with_cell(config: Config, cell: str) -> Config:
 
 
 @contextlib.contextmanager
-def _cudnn_off(device: torch.device):
+def _cudnn_off(device: torch.device) -> Iterator[None]:
     """cuDNN cannot run an RNN backward pass in eval mode; the native kernels can."""
     if device.type == "cuda":
         with torch.backends.cudnn.flags(enabled=False):
@@ -129,7 +137,7 @@ def flow_figure(flows: list[GradientFlow], position_name: str) -> bytes:
                        log_y=True)
 
 
-def flow_section(doc, flows: list[GradientFlow], position_name: str, where_loss: str,
+def flow_section(doc: Document, flows: list[GradientFlow], position_name: str, where_loss: str,
                  clip: float) -> None:
     """Add the gradient-flow figure and table to a report."""
     doc.heading("Gradient flow through time")
@@ -151,8 +159,8 @@ def flow_section(doc, flows: list[GradientFlow], position_name: str, where_loss:
                "parameter gradient norm", f"clipping to {clip:g}"], rows)
 
 
-def write_diagnosis(directory, run_path, flows: list[GradientFlow], position_name: str,
-                    where_loss: str, clip: float, described: str) -> dict:
+def write_diagnosis(directory: Path, run_path: Path, flows: list[GradientFlow], position_name: str,
+                    where_loss: str, clip: float, described: str) -> dict[str, Any]:
     """``seq2seq diagnose``'s own small report: the figure, the table, and metrics.json."""
     from .document import Document
 
@@ -165,7 +173,7 @@ def write_diagnosis(directory, run_path, flows: list[GradientFlow], position_nam
     return metrics
 
 
-def print_flows(flows: list[GradientFlow], echo) -> None:
+def print_flows(flows: list[GradientFlow], echo: Callable[[str], None]) -> None:
     """A few positions of each curve, as plain text for the terminal."""
     width = len(flows[0].norms)
     picks = sorted({0, width // 4, width // 2, (3 * width) // 4, width - 1})

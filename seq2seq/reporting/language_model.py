@@ -3,7 +3,7 @@ temperatures, loss by position (does the model use long context?), gradient flow
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -11,6 +11,15 @@ import torch
 from ..data.language_model import make_lines_batch, tokenize_lines, tokenize_stream
 from . import plots
 from .document import Document
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..config import Config
+    from ..data.language_model import LineCorpus, LMTexts, TokenStream
+    from ..generator import Generator
+    from ..models.language_model import LanguageModel
+    from .gradient_flow import GradientFlow, Probe
 
 TEMPERATURES = (0.5, 0.8, 1.0)
 SAMPLE_SEED = 1
@@ -22,7 +31,7 @@ PROBE_SEQUENCES = 32
 PROBE_LENGTH = 100  # stream: tokens before the predicted one
 
 
-def tokenized(generator, texts):
+def tokenized(generator: Generator, texts: LMTexts) -> TokenStream | LineCorpus:
     """The evaluated text as the model reads it: a TokenStream or a LineCorpus."""
     if generator.config.data.lm_mode == "stream":
         return tokenize_stream(texts, generator.tokenizer)
@@ -38,7 +47,7 @@ def segments(ids: np.ndarray, count: int, length: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def loss_by_position(generator, data) -> tuple[np.ndarray, np.ndarray]:
+def loss_by_position(generator: Generator, data: Any) -> tuple[np.ndarray, np.ndarray]:
     """(positions, mean NLL in nats) of the token at each position counted from a fresh state:
     the start of a stream segment, or of a line."""
     model, device = generator.model, generator.device
@@ -64,14 +73,14 @@ def loss_by_position(generator, data) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(keep) + 1, totals[keep] / counts[keep]
 
 
-def _token_nll(model, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _token_nll(model: LanguageModel, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """[B, T] negative log-likelihood of each target (0 at padding)."""
     log_probs = torch.log_softmax(model.logits(features).float(), dim=-1)
     picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return -picked.masked_fill(targets == 0, 0.0)
 
 
-def samples_section(doc: Document, generator) -> list[dict[str, Any]]:
+def samples_section(doc: Document, generator: Generator) -> list[dict[str, Any]]:
     doc.heading("Samples")
     kind = generator.tokenizer.kind
     tokens = SAMPLE_TOKENS.get(kind, 60)
@@ -97,7 +106,8 @@ def samples_section(doc: Document, generator) -> list[dict[str, Any]]:
     return found
 
 
-def lm_probe(generator, model, data, device):
+def lm_probe(generator: Generator, model: LanguageModel, data: Any, device: torch.device
+             ) -> Probe:
     """A gradient-flow probe: the loss is the NLL of the last token of long sequences (a stream
     segment of PROBE_LENGTH tokens, or the longest lines), x_t the embedded inputs."""
     from .gradient_flow import Probe
@@ -114,23 +124,25 @@ def lm_probe(generator, model, data, device):
         inputs, conditions = batch.inputs, batch.conditions
         last = batch.targets.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
 
-    def loss(net):
+    def loss(net: torch.nn.Module) -> torch.Tensor:
         features, _ = net(inputs, None, conditions)
         final = features[torch.arange(len(last), device=device), lengths - 1]
-        return torch.nn.functional.cross_entropy(net.logits(final).float(), last)
+        logits = cast("LanguageModel", net).logits(final)
+        return torch.nn.functional.cross_entropy(logits.float(), last)
 
     mask = torch.arange(inputs.size(1), device=device)[None, :] < lengths[:, None]
     return Probe(model, model.embedding, loss, mask)
 
 
-def lm_gradient_flow(generator, data):
+def lm_gradient_flow(generator: Generator, data: TokenStream | LineCorpus
+                     ) -> list[GradientFlow]:
     from ..models.language_model import LanguageModel
     from .gradient_flow import compare_cells
 
     config, device = generator.config, generator.device
     inputs = generator.conditions.inputs if generator.conditions else 0
 
-    def probe_for(model_config):
+    def probe_for(model_config: Config) -> Probe:
         model = LanguageModel(model_config.model, generator.tokenizer.vocab_size, inputs)
         return lm_probe(generator, model.to(device), data, device)
 
@@ -142,7 +154,8 @@ FLOW_WHERE = (f"{PROBE_SEQUENCES} sequences of the data ({PROBE_LENGTH}-token st
               "the longest lines); loss: the prediction of each sequence's last token only")
 
 
-def write_generation_report(directory, generator, described: str, files: list, texts,
+def write_generation_report(directory: Path, generator: Generator, described: str,
+                            files: list[Any], texts: LMTexts,
                             metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Write report.md / report.html / metrics.json for one evaluated text."""
     from .common import (
@@ -158,6 +171,7 @@ def write_generation_report(directory, generator, described: str, files: list, t
     from .gradient_flow import flow_section
 
     run, config = generator.run, generator.config
+    assert run is not None  # a report is of a run directory
     model_info = describe_model(config, generator.model, {"text": generator.tokenizer})
     file_info = describe_files(files)
     hardware = describe_hardware(generator.device)

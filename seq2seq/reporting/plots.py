@@ -7,9 +7,14 @@ global pyplot state is kept (each figure is created, saved and closed here).
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 110
 METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER", "ppl": "perplexity",
@@ -17,7 +22,7 @@ METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER", "ppl": "perplexity
                 "macro_f1": "macro-F1"}
 
 
-def _figure(width: float = 6.4, height: float = 3.8):
+def _figure(width: float = 6.4, height: float = 3.8) -> Figure:
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # headless: no display, no GUI toolkit
@@ -26,13 +31,13 @@ def _figure(width: float = 6.4, height: float = 3.8):
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def _png(fig) -> bytes:
+def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
 
 
-def training_curves(train: list[dict], valid: list[dict], metric: str) -> bytes:
+def training_curves(train: list[dict[str, Any]], valid: list[dict[str, Any]], metric: str) -> bytes:
     """Loss (train and validation) and the validation ``metric`` against training steps."""
     fig = _figure(9.6, 3.8)
     left, right = fig.subplots(1, 2)
@@ -118,7 +123,7 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> 
     return _png(fig)
 
 
-def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str,
+def lines(series: Mapping[str, tuple[ArrayLike, ArrayLike]], title: str, xlabel: str,
           ylabel: str, log_y: bool = False) -> bytes:
     """One line per named series of (x, y)."""
     fig = _figure()

@@ -4,7 +4,7 @@ heatmaps, and an optional side-by-side comparison with a paired bootstrap test."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -12,6 +12,15 @@ import torch
 from ..metrics.translation import paired_bootstrap, score_translations, sentence_chrf
 from . import plots
 from .document import Document
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..config import Config
+    from ..models.translation import TranslationModel
+    from ..tokenizers import Tokenizer
+    from ..translator import Translator
+    from .gradient_flow import GradientFlow, Probe
 
 # Source-length buckets (in words), chosen so that short everyday sentences and long
 # descriptive ones land in different buckets.
@@ -55,7 +64,8 @@ def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[s
     return rows
 
 
-def translation_sections(doc: Document, metrics: dict[str, Any], translator, sources: list[str],
+def translation_sections(doc: Document, metrics: dict[str, Any], translator: Translator,
+                         sources: list[str],
                          references: list[str], hypotheses: list[str],
                          comparison: Comparison | None = None) -> dict[str, Any]:
     """Add the translation sections to ``doc``; return the extra metrics they computed."""
@@ -88,7 +98,8 @@ def translation_sections(doc: Document, metrics: dict[str, Any], translator, sou
     return extra
 
 
-def _samples(doc: Document, sources, references, hypotheses, chrf: list[float]) -> None:
+def _samples(doc: Document, sources: list[str], references: list[str], hypotheses: list[str],
+             chrf: list[float]) -> None:
     doc.heading("Sample translations")
     doc.text("Sentence-level chrF against the reference; the best and the worst "
              f"{SAMPLE_ROWS} non-empty sentences of the set, then the first {SAMPLE_ROWS}.")
@@ -101,7 +112,8 @@ def _samples(doc: Document, sources, references, hypotheses, chrf: list[float]) 
     doc.table(["", "line", "source", "reference", "hypothesis", "chrF"], rows)
 
 
-def _attention(doc: Document, translator, sources, hypotheses) -> None:
+def _attention(doc: Document, translator: Translator, sources: list[str],
+               hypotheses: list[str]) -> None:
     doc.heading("Attention")
     if translator.model.decoder.attention is None:
         doc.text("This model has no attention (model.decoder.attention: none), so there are "
@@ -114,6 +126,7 @@ def _attention(doc: Document, translator, sources, hypotheses) -> None:
         if not source.strip():
             continue
         found = translator.attention(source, hypothesis)
+        assert found is not None  # the model has attention (checked above)
         src_pieces, trg_pieces, weights = found
         if max(len(src_pieces), len(trg_pieces)) > HEATMAP_MAX_TOKENS:
             continue
@@ -147,7 +160,7 @@ def _comparison(doc: Document, metrics: dict[str, Any], comparison: Comparison,
     return {"baseline": comparison.name, "paired_bootstrap": test, "sentences_changed": len(changed)}
 
 
-def write_translation_report(directory, translator, described: str, files: list,
+def write_translation_report(directory: Path, translator: Translator, described: str, files: list[Any],
                              sources: list[str], references: list[str], hypotheses: list[str],
                              metrics: dict[str, Any], seconds: float,
                              comparison: Comparison | None = None) -> dict[str, Any]:
@@ -167,6 +180,7 @@ def write_translation_report(directory, translator, described: str, files: list,
     from .gradient_flow import flow_section
 
     run = translator.run
+    assert run is not None  # a report is of a run directory
     config = translator.config
     tokenizers = ({"joint": translator.src_tokenizer} if translator.src_tokenizer is translator.trg_tokenizer
                   else {"source": translator.src_tokenizer, "target": translator.trg_tokenizer})
@@ -193,8 +207,9 @@ def write_translation_report(directory, translator, described: str, files: list,
     return written
 
 
-def translation_probe(config, model, src_tokenizer, trg_tokenizer, sources: list[str],
-                      references: list[str], device, count: int = 32):
+def translation_probe(config: Config, model: TranslationModel, src_tokenizer: Tokenizer,
+                      trg_tokenizer: Tokenizer, sources: list[str], references: list[str],
+                      device: torch.device, count: int = 32) -> Probe:
     """A gradient-flow probe on the ``count`` longest source sentences: the loss is the
     teacher-forced target loss, x_t the embedded source tokens."""
     from ..data.batching import IdColumn, make_translation_batch
@@ -209,15 +224,19 @@ def translation_probe(config, model, src_tokenizer, trg_tokenizer, sources: list
                                    np.arange(len(longest))).to(device)
     size = len(longest)
 
-    def loss(net):
+    target = batch.trg_output
+    assert target is not None  # made from references
+
+    def loss(net: torch.nn.Module) -> torch.Tensor:
         features, _ = net(batch.src, batch.src_lengths, batch.trg_input)
-        return sequence_loss(net, features, batch.trg_output)[0] / size
+        return sequence_loss(cast("TranslationModel", net), features, target)[0] / size
 
     mask = (torch.arange(batch.src.size(1))[None, :] < batch.src_lengths[:, None]).to(device)
     return Probe(model, model.src_embed, loss, mask)
 
 
-def translation_gradient_flow(translator, sources: list[str], references: list[str]):
+def translation_gradient_flow(translator: Translator, sources: list[str], references: list[str]
+                              ) -> list[GradientFlow]:
     """Gradient flow of the translator and of fresh models of each cell type."""
     from ..models.translation import TranslationModel
     from .gradient_flow import compare_cells
@@ -225,7 +244,7 @@ def translation_gradient_flow(translator, sources: list[str], references: list[s
     config, device = translator.config, translator.device
     src_tok, trg_tok = translator.src_tokenizer, translator.trg_tokenizer
 
-    def probe_for(model_config):
+    def probe_for(model_config: Config) -> Probe:
         model = TranslationModel(model_config.model, src_tok.vocab_size, trg_tok.vocab_size)
         return translation_probe(model_config, model.to(device), src_tok, trg_tok, sources,
                                  references, device)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import torch
 from rich.console import Console
@@ -115,6 +118,7 @@ class ClassificationTask:
 
     def loss(self, batch: ClassificationBatch, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         logits = self.model(batch.ids, batch.lengths)
+        assert batch.labels is not None  # training batches hold labels
         return classification_loss(logits, batch.labels, self.class_weights,
                                    self.config.training.label_smoothing)
 
@@ -143,11 +147,11 @@ def balanced_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def train_text_tokenizer(texts, config: Config) -> Tokenizer:
+def train_text_tokenizer(texts: Any, config: Config) -> Tokenizer:
     """Train the one tokenizer of a classifier on its training texts."""
     t = config.tokenizer
 
-    def column():
+    def column() -> Iterator[str]:
         for start in range(0, len(texts), 10_000):  # stream from Arrow, never the whole list
             yield from texts[start: start + 10_000]["text"]
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Protocol
+
 import numpy as np
 import torch
 from rich.console import Console
@@ -36,6 +39,19 @@ SAMPLE_TOKENS = {"char": 240}  # tokens of the sample shown at each validation (
 SAMPLE_CONDITIONS = 3  # conditioned models: one sample for each of the first few labels
 
 
+class DataMode(Protocol):
+    """What LanguageModelTask asks of its mode. The batch plan, batch and data types are the
+    mode's own (StreamMode: windows of a TokenStream; LinesMode: row indices of a LineCorpus);
+    the task only hands back what the same mode gave it, hence ``Any`` here."""
+
+    def batches(self, epoch: int) -> list[Any]: ...
+    def make_batch(self, plan: Any, device: torch.device) -> Any: ...
+    def features(self, model: LanguageModel, batch: Any) -> torch.Tensor: ...
+    def score(self, model: LanguageModel, dev: Any) -> Perplexity: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 class StreamMode:
     """``lm_mode: stream``: one running text cut into truncated-BPTT windows. The hidden state
     after each window is kept (detached) and fed to the next window of the epoch; it is part
@@ -67,7 +83,7 @@ class StreamMode:
     def score(self, model: LanguageModel, dev: TokenStream) -> Perplexity:
         return score_stream(model, dev, self.device, window=self.window)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         if self.carried is None:
             return {}
         state = {"hidden": self.carried.hidden.cpu()}
@@ -75,7 +91,7 @@ class StreamMode:
             state["cell"] = self.carried.cell.cpu()
         return state
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             self.carried = None
             return
@@ -111,10 +127,10 @@ class LinesMode:
     def score(self, model: LanguageModel, dev: LineCorpus) -> Perplexity:
         return score_lines(model, dev, self.device)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
 
@@ -136,8 +152,9 @@ class LanguageModelTask:
         self.device = device
         self.model = LanguageModel(config.model, tokenizer.vocab_size,
                                    conditions.inputs if conditions else 0).to(device)
-        mode = StreamMode if config.data.lm_mode == "stream" else LinesMode
-        self.mode: StreamMode | LinesMode = mode(config, train, device, process)
+        mode: Callable[[Config, Any, torch.device, ProcessInfo], DataMode] = (
+            StreamMode if config.data.lm_mode == "stream" else LinesMode)
+        self.mode = mode(config, train, device, process)
 
     @classmethod
     def setup(cls, config: Config, run: RunDirectory, resume: bool, device: torch.device,
@@ -145,6 +162,8 @@ class LanguageModelTask:
         """Load and tokenize the data; train the tokenizer (fresh run) or load it (resume);
         start a fresh model's embedding from ``model.pretrained_embeddings`` if given."""
         data = config.data
+        train: TokenStream | LineCorpus
+        dev: TokenStream | LineCorpus
         train_texts, dev_texts = load_train_dev(data)
         kind = config.model.language_model.condition_type
         if resume or not process.is_main:  # (rank 0 trained and saved it before the others start)
@@ -168,16 +187,18 @@ class LanguageModelTask:
                           f"tokens ({dev_texts.where}); {config.tokenizer.kind} vocabulary "
                           f"{tokenizer.vocab_size}")
         else:
-            train = tokenize_lines(train_texts, tokenizer, data.max_length, conditions,
-                                   data.bad_rows)
-            dev = tokenize_lines(dev_texts, tokenizer, None, conditions, data.bad_rows)
+            train_lines = tokenize_lines(train_texts, tokenizer, data.max_length, conditions,
+                                         data.bad_rows)
+            dev_lines = tokenize_lines(dev_texts, tokenizer, None, conditions, data.bad_rows)
             conditioned = (f"; conditioned on {len(conditions.labels)} labels" if conditions
                            and conditions.kind == "label" else
                            f"; conditioned on {conditions.size} features" if conditions else "")
-            console.print(f"data: {len(train):,} training lines ({train.truncated:,} cut to "
-                          f"{data.max_length} tokens, {train.skipped:,} blank or skipped), "
-                          f"{len(dev):,} dev lines ({dev_texts.where}); {config.tokenizer.kind} "
+            console.print(f"data: {len(train_lines):,} training lines ({train_lines.truncated:,} "
+                          f"cut to {data.max_length} tokens, {train_lines.skipped:,} blank or "
+                          f"skipped), {len(dev_lines):,} dev lines ({dev_texts.where}); "
+                          f"{config.tokenizer.kind} "
                           f"vocabulary {tokenizer.vocab_size}{conditioned}")
+            train, dev = train_lines, dev_lines
         task = cls(config, train, dev, tokenizer, conditions, device, process)
         if config.model.pretrained_embeddings and not resume and process.is_main:
             console.print(start_from_vectors(task.model.embedding, tokenizer,
@@ -225,9 +246,9 @@ class LanguageModelTask:
 
     # ---- state outside the model (the stream's carried state) ----
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """What the mode carries between batches, so a resumed run continues exactly."""
         return self.mode.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.mode.load_state_dict(state)

@@ -82,6 +82,7 @@ class TranslationTask:
     def loss(self, batch: TranslationBatch, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         features, _ = self.model(batch.src, batch.src_lengths, batch.trg_input,
                                  self.teacher_forcing_ratio(step))
+        assert batch.trg_output is not None  # training batches hold targets
         return sequence_loss(self.model, features, batch.trg_output,
                              self.config.training.label_smoothing)
 
@@ -104,6 +105,7 @@ class TranslationTask:
             batch = make_translation_batch(self.dev.src, self.dev.trg,
                                            self.dev_rows[batch_rows]).to(self.device)
             features, _ = self.model(batch.src, batch.src_lengths, batch.trg_input)
+            assert batch.trg_output is not None  # dev batches hold targets
             _, nll, tokens = sequence_loss(self.model, features, batch.trg_output)
             total_nll += float(nll)
             total_tokens += tokens

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch._C._distributed_c10d import PrefixStore
+from torch.distributed.rendezvous import rendezvous
 
 from ..errors import DistributedError, UserError
 
@@ -120,7 +122,7 @@ def _communication_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _collective(operation, *args: Any, **kwargs: Any) -> None:
+def _collective(operation: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     try:
         operation(*args, **kwargs)
     except (RuntimeError, dist.DistError) as err:  # a peer died, or the network broke
@@ -169,10 +171,9 @@ def process_group(process: ProcessInfo, device: torch.device) -> Iterator[None]:
     try:
         # torchrun's store outlives a restart: the keys of each attempt get their own prefix,
         # or the processes of a restarted job would look up the addresses of the dead ones.
-        store, _, _ = next(dist.rendezvous("env://", process.rank, process.world_size,
-                                           timeout=TIMEOUT))
+        store, _, _ = next(rendezvous("env://", process.rank, process.world_size, timeout=TIMEOUT))
         dist.init_process_group(backend, rank=process.rank, world_size=process.world_size,
-                                store=dist.PrefixStore(f"seq2seq/attempt_{process.restart}", store),
+                                store=PrefixStore(f"seq2seq/attempt_{process.restart}", store),
                                 timeout=TIMEOUT,
                                 device_id=device if device.type == "cuda" else None)
     except (RuntimeError, ValueError, dist.DistError) as err:

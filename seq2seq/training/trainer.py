@@ -20,11 +20,11 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..config import TrainingConfig
 from ..errors import UserError
@@ -208,7 +208,8 @@ class Trainer:
         if torch.cuda.is_available() and "cuda_rng" in own:
             torch.cuda.set_rng_state_all(own["cuda_rng"])
         if "task" in own:
-            self.task.load_state_dict(own["task"])
+            # saved only by a task that has state_dict(), which has load_state_dict() too
+            self.task.load_state_dict(own["task"])  # type: ignore[attr-defined]
         self.state = TrainerState(**trainer_state)
         self._saved_step = self.state.step
         if self.process.is_main:
@@ -422,7 +423,7 @@ class Trainer:
         self.run.append_validation_log(
             json.dumps({"averaged": [p.name for p in paths]}))
 
-    def _progress(self, total: int):
+    def _progress(self, total: int) -> Progress | _NoProgress:
         if not self.show_progress:
             return _NoProgress()
         return Progress(
@@ -451,14 +452,14 @@ class _TaskLoss(torch.nn.Module):
 class _NoProgress:
     """Stands in for a rich Progress when bars are off (tests, non-main ranks)."""
 
-    def __enter__(self):
+    def __enter__(self) -> _NoProgress:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         return False
 
-    def add_task(self, *args, **kwargs):
-        return 0
+    def add_task(self, *args: Any, **kwargs: Any) -> TaskID:
+        return TaskID(0)
 
-    def update(self, *args, **kwargs):
+    def update(self, *args: Any, **kwargs: Any) -> None:
         pass
