@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch._C._distributed_c10d import PrefixStore
 from torch.distributed.rendezvous import rendezvous
 
 from ..errors import DistributedError, UserError
@@ -173,7 +172,8 @@ def process_group(process: ProcessInfo, device: torch.device) -> Iterator[None]:
         # or the processes of a restarted job would look up the addresses of the dead ones.
         store, _, _ = next(rendezvous("env://", process.rank, process.world_size, timeout=TIMEOUT))
         dist.init_process_group(backend, rank=process.rank, world_size=process.world_size,
-                                store=PrefixStore(f"seq2seq/attempt_{process.restart}", store),
+                                store=dist.PrefixStore(  # type: ignore[attr-defined]  (exported, not declared)
+                                    f"seq2seq/attempt_{process.restart}", store),
                                 timeout=TIMEOUT,
                                 device_id=device if device.type == "cuda" else None)
     except (RuntimeError, ValueError, dist.DistError) as err:
