@@ -172,7 +172,7 @@ def process_group(process: ProcessInfo, device: torch.device) -> Iterator[None]:
         # or the processes of a restarted job would look up the addresses of the dead ones.
         store, _, _ = next(rendezvous("env://", process.rank, process.world_size, timeout=TIMEOUT))
         dist.init_process_group(backend, rank=process.rank, world_size=process.world_size,
-                                store=dist.PrefixStore(  # type: ignore[attr-defined]  (exported, not declared)
+                                store=dist.PrefixStore(  # type: ignore[attr-defined]
                                     f"seq2seq/attempt_{process.restart}", store),
                                 timeout=TIMEOUT,
                                 device_id=device if device.type == "cuda" else None)
