@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -76,8 +77,10 @@ class Classifier:
 
             folder, config = open_export(run_dir, "classification", device, weights)
             tokenizer, _ = load_tokenizers(folder, config)
-            return cls(config, OnnxClassificationModel(folder), tokenizer,
-                       LabelVocabulary.load(folder.path), torch.device("cpu"))
+            # The graph stands in for a ClassificationModel: it offers what inference calls.
+            model = cast(ClassificationModel, OnnxClassificationModel(folder))
+            return cls(config, model, tokenizer, LabelVocabulary.load(folder.path),
+                       torch.device("cpu"))
         run, config = open_run(run_dir, "classification")
         labels = LabelVocabulary.load(run.path)
         tokenizer, _ = load_tokenizers(run, config)

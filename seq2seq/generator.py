@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import datasets
 import torch
@@ -154,8 +154,9 @@ class Generator:
             folder, config = open_export(run_dir, "language_model", device, weights)
             tokenizer, _ = load_tokenizers(folder, config)
             conditions = Conditions.load(folder.path) if config.data.condition else None
-            return cls(config, OnnxLanguageModel(folder), tokenizer, conditions,
-                       torch.device("cpu"))
+            # The graphs stand in for a LanguageModel: they offer what inference calls.
+            model = cast(LanguageModel, OnnxLanguageModel(folder))
+            return cls(config, model, tokenizer, conditions, torch.device("cpu"))
         run, config = open_run(run_dir, "language_model")
         tokenizer, _ = load_tokenizers(run, config)
         conditions = Conditions.load(run.path) if config.data.condition else None

@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -43,6 +43,9 @@ from .files import (
     remove_temporaries,
 )
 from .heads import head_of
+
+if TYPE_CHECKING:
+    from .export.folder import ExportFolder
 
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
@@ -429,7 +432,7 @@ def split_validation_log(text: str) -> list[str]:
 KEYS_ADDED_LATER = {("model", "decoder", "attentional_output"): "tanh"}
 
 
-def load_run_config(run: RunDirectory) -> Config:
+def load_run_config(run: RunDirectory | ExportFolder) -> Config:
     """The run's config.yaml, checked like any config (keys added since filled as trained)."""
     try:
         raw = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))

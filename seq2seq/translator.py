@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -121,8 +121,9 @@ class Translator:
 
             folder, config = open_export(run_dir, "translation", device, weights)
             src_tokenizer, trg_tokenizer = load_tokenizers(folder, config)
-            return cls(config, OnnxTranslationModel(folder), src_tokenizer, trg_tokenizer,
-                       torch.device("cpu"))
+            # The graphs stand in for a TranslationModel: they offer what inference calls.
+            model = cast(TranslationModel, OnnxTranslationModel(folder))
+            return cls(config, model, src_tokenizer, trg_tokenizer, torch.device("cpu"))
         run, config = open_run(run_dir, "translation")
         src_tokenizer, trg_tokenizer = load_tokenizers(run, config)
         model = TranslationModel(config.model, src_tokenizer.vocab_size, trg_tokenizer.vocab_size)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ class Graph:
         return {name: torch.from_numpy(value) for name, value in zip(self.outputs, values)}
 
 
-def _onnxruntime():
+def _onnxruntime() -> ModuleType:
     try:
         import onnxruntime
     except ImportError:
@@ -90,13 +91,16 @@ def open_export(path: str | Path, task: str, device: str, weights: Any) -> tuple
     return folder, load_run_config(folder)
 
 
+_M = TypeVar("_M", bound="_Module")
+
+
 class _Module:
     """What inference code calls on a PyTorch model but means nothing for a graph."""
 
-    def eval(self):
+    def eval(self: _M) -> _M:
         return self
 
-    def to(self, device: torch.device):
+    def to(self: _M, device: torch.device) -> _M:
         if torch.device(device).type != "cpu":
             raise UserError("an ONNX export runs on the CPU")
         return self
@@ -157,6 +161,7 @@ class OnnxLanguageModel(_Module):
         if self.init is None:
             zeros = torch.zeros(self.layers, batch, self.hidden_size)
             return LMState(zeros, zeros.clone() if self.lstm else None)
+        assert condition is not None  # checked above: the model has an initial_state graph
         dtype = torch.long if self.condition_dtype == "int64" else torch.float32
         found = self.init(condition=condition.to(dtype))
         return LMState(found["hidden"], found.get("cell"), found.get("condition_vector"))
@@ -181,8 +186,10 @@ class OnnxLanguageModel(_Module):
     def _run(self, tokens: torch.Tensor, state: LMState) -> dict[str, torch.Tensor]:
         inputs = {"tokens": tokens, "hidden": state.hidden}
         if self.lstm:
+            assert state.cell is not None  # an LSTM's state has its cell
             inputs["cell"] = state.cell
         if self.feeds_condition:
+            assert state.condition is not None  # so has a state fed its condition
             inputs["condition_vector"] = state.condition
         return self.step(**inputs)
 

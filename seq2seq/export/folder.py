@@ -136,7 +136,7 @@ class ExportFolder:
         return manifest
 
 
-def graph_entry(file: str, inputs: list[dict], outputs: list[dict],
+def graph_entry(file: str, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]],
                 description: str) -> dict[str, Any]:
     """A manifest entry: the graph's file and its named, typed, shaped inputs and outputs."""
     return {"file": file, "description": description, "inputs": inputs, "outputs": outputs}

@@ -51,6 +51,9 @@ OPSET = 17
 # The translator's decoder state as graph tensors, in this order (those a model has).
 TRANSLATION_STATE = ("hidden", "cell", "feed", "memory", "keys", "mask")
 
+# A graph to export: (module, example inputs, manifest entry).
+GraphSpec = tuple[nn.Module, tuple[torch.Tensor, ...], dict[str, Any]]
+
 
 # ---- translation ---------------------------------------------------------------------
 
@@ -102,7 +105,10 @@ class TranslationStepGraph(nn.Module):
         decoder = self.model.decoder
         given = DecoderState(**dict(zip(self.names, state)))
         embedded = self.model.trg_embed(tokens)
-        x = torch.cat([embedded, given.feed], dim=-1) if decoder.feeds else embedded
+        x = embedded
+        if decoder.feeds:
+            assert given.feed is not None  # in the state when the decoder feeds
+            x = torch.cat([embedded, given.feed], dim=-1)
         hx = given.hidden if given.cell is None else (given.hidden, given.cell)
         top, final = decoder.rnn(x.unsqueeze(1), hx)  # [B, 1, H]
         output, weights = decoder.readout(top, given)
@@ -119,14 +125,14 @@ class TranslationStepGraph(nn.Module):
         return tuple(outputs)
 
 
-def translation_graphs(model: TranslationModel) -> dict[str, tuple[nn.Module, tuple, dict]]:
+def translation_graphs(model: TranslationModel) -> dict[str, GraphSpec]:
     """name -> (module, example inputs, manifest entry) for a translator's two graphs."""
     decoder = model.decoder
     hidden, layers = decoder.hidden_size, decoder.layers
     memory_size = model.encoder.output_size
     key_size = (decoder.attention.project_memory(torch.zeros(1, 1, memory_size)).size(-1)
                 if decoder.attention is not None else 0)
-    shapes = {
+    shapes: dict[str, tuple[str, list[str | int], str]] = {
         "hidden": ("float32", [layers, "batch", hidden], "decoder hidden state, every layer"),
         "cell": ("float32", [layers, "batch", hidden], "LSTM cell state, every layer"),
         "feed": ("float32", ["batch", hidden], "the previous attentional vector (input feeding)"),
@@ -188,7 +194,7 @@ class ClassifierGraph(nn.Module):
         return logits, torch.softmax(logits, dim=-1), states
 
 
-def classification_graphs(model: ClassificationModel) -> dict[str, tuple[nn.Module, tuple, dict]]:
+def classification_graphs(model: ClassificationModel) -> dict[str, GraphSpec]:
     classes = model.num_classes
     entry = graph_entry(
         "classifier.onnx",
@@ -242,14 +248,21 @@ class LMInitialStateGraph(nn.Module):
     def forward(self, condition: torch.Tensor) -> tuple[torch.Tensor, ...]:
         state = self.model.initial_state(condition.size(0), condition, condition.device)
         found = {"hidden": state.hidden, "cell": state.cell, "condition_vector": state.condition}
-        return tuple(found[name] for name in self.names)
+        outputs = []
+        for name in self.names:
+            tensor = found[name]
+            assert tensor is not None  # lm_state_names lists the tensors this model has
+            outputs.append(tensor)
+        return tuple(outputs)
 
 
-def language_model_graphs(model: LanguageModel) -> dict[str, tuple[nn.Module, tuple, dict]]:
+def language_model_graphs(model: LanguageModel) -> dict[str, GraphSpec]:
     layers, hidden = model.layers, model.hidden_size
     vocab = model.output_layer.out_features
-    shapes = {"hidden": [layers, "batch", hidden], "cell": [layers, "batch", hidden]}
+    shapes: dict[str, list[str | int]] = {"hidden": [layers, "batch", hidden],
+                                          "cell": [layers, "batch", hidden]}
     if model.feeds_condition:
+        assert model.condition is not None  # a model fed a condition has its encoder
         size = model.condition(_example_condition(model)).size(-1)
         shapes["condition_vector"] = ["batch", size]
     names = lm_state_names(model)
@@ -263,7 +276,7 @@ def language_model_graphs(model: LanguageModel) -> dict[str, tuple[nn.Module, tu
         [tensor_entry("tokens", "int64", ["batch", "steps"], "the previous tokens")] + state,
         step_outputs, "tokens -> next-token scores at every position, and the new state")
     tokens = _example_ids(model.embedding.num_embeddings, 2, 3)
-    graphs: dict[str, tuple[nn.Module, tuple, dict]] = {}
+    graphs: dict[str, GraphSpec] = {}
     if model.condition is not None:
         condition = _example_condition(model)
         kind = model.condition.kind
@@ -291,6 +304,7 @@ def _example_ids(vocabulary: int, rows: int, columns: int) -> torch.Tensor:
 
 
 def _example_condition(model: LanguageModel) -> torch.Tensor:
+    assert model.condition is not None  # called for conditioned models only
     if model.condition.kind == "label":
         return torch.tensor([0, model.condition.inputs - 1])
     return torch.zeros(2, model.condition.inputs)
@@ -309,7 +323,8 @@ def export_graphs(model: nn.Module, task: str, directory: Path) -> dict[str, dic
     return entries
 
 
-def write_graph(module: nn.Module, example: tuple, path: Path, entry: dict[str, Any]) -> None:
+def write_graph(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path,
+                entry: dict[str, Any]) -> None:
     """Trace ``module`` on ``example`` and write it with the names and dynamic axes of its
     manifest ``entry``."""
     # The exporter runs the module in eval mode and then puts back the mode it found: a wrapper

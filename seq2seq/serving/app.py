@@ -24,12 +24,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import UserError
 from ..heads import HEADS, Head
 from .models import ServedModel
-from .schemas import Limits, RequestError
+from .schemas import Limits, RequestError, _Body
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("seq2seq.serve")
@@ -80,9 +81,7 @@ def create_app(models: dict[str, ServedModel], limits: Limits,
 
 
 def _add_head_route(app: FastAPI, head: Head, models: dict[str, ServedModel]) -> None:
-    body_type = head.load("service").Request
-
-    async def endpoint(body: body_type) -> Any:
+    async def endpoint(body: _Body) -> Any:
         served = pick_model(models, head, body.model)
         if getattr(body, "stream", False):
             return stream(served, body)
@@ -90,6 +89,9 @@ def _add_head_route(app: FastAPI, head: Head, models: dict[str, ServedModel]) ->
         outputs = await served.batcher.submit(job)
         return served.service.respond(body, outputs)
 
+    # FastAPI reads the body's schema from this annotation: the head's own request type (a
+    # _Body), which a type checker cannot take from a variable.
+    endpoint.__annotations__["body"] = head.load("service").Request
     app.add_api_route(f"/v1/{head.command}", endpoint, methods=["POST"], name=head.command,
                       summary=head.description)
 
@@ -122,7 +124,7 @@ def stream(served: ServedModel, body: Any) -> StreamingResponse:
     """Server-Sent Events: ``token`` ({"sample", "text"}) as produced, then ``done`` (the
     whole answer, as without streaming) or ``error`` ({"error": ...})."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     gone = threading.Event()
 
     def on_token(sample: int, text: str) -> None:  # on the worker thread
@@ -161,7 +163,7 @@ def stream(served: ServedModel, body: Any) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache"})
 
 
-def _consume(task: asyncio.Future) -> None:
+def _consume(task: asyncio.Future[Any]) -> None:
     """Read a finished task's outcome, so an unread error is not logged as never retrieved."""
     if not task.cancelled():
         task.exception()
@@ -203,7 +205,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal error (see the server's log)")
 
 
-def describe_validation_error(error: dict) -> tuple[int, str, str]:
+def describe_validation_error(error: dict[str, Any]) -> tuple[int, str, str]:
     """One of pydantic's errors -> (status, "<field>: <message>", field)."""
     loc = [part for part in error.get("loc", ()) if part != "body"]
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
@@ -222,12 +224,12 @@ def describe_validation_error(error: dict) -> tuple[int, str, str]:
 class Gate:
     """ASGI middleware: the API key on /v1/ routes (constant-time compare) and the body limit."""
 
-    def __init__(self, app, api_key: str | None, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, max_body: int) -> None:
         self.app = app
         self.key = api_key.encode() if api_key else None
         self.max_body = max_body
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -254,7 +256,7 @@ class Gate:
                 return
         received = 0
 
-        async def counted():
+        async def counted() -> Message:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))

@@ -36,7 +36,7 @@ class Job:
 @dataclass
 class _Waiting:
     job: Job
-    future: asyncio.Future
+    future: asyncio.Future[list[Any]]
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -54,7 +54,7 @@ class Batcher:
         self.requests = 0  # jobs run
         self.batches = 0  # calls made
         self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start gathering (in the running event loop); a batcher serves one app at a time."""
@@ -77,12 +77,14 @@ class Batcher:
         """The outputs of ``job``'s inputs, in order (or the exception its run raised)."""
         if self._task is None or self._task.done():
             raise RuntimeError(f"the batcher of {self.name} is not running")
-        future = asyncio.get_running_loop().create_future()
+        assert self._wake is not None  # set by start()
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.waiting.append(_Waiting(job, future))
         self._wake.set()
         return await future
 
     async def _loop(self) -> None:
+        assert self._wake is not None  # set by start(), before this task
         while True:
             self.waiting = [w for w in self.waiting if not w.future.done()]  # gone clients
             if not self.waiting:
@@ -98,6 +100,7 @@ class Batcher:
 
     async def _gather(self, first: _Waiting) -> None:
         """Wait until ``max_wait`` after ``first`` arrived, or until its key fills the budget."""
+        assert self._wake is not None  # set by start()
         while True:
             remaining = first.arrived + self.max_wait - time.monotonic()
             same = sum(w.job.cost for w in self.waiting if w.job.key == first.job.key)
@@ -111,7 +114,8 @@ class Batcher:
 
     def _take(self, key: Hashable | None) -> list[_Waiting]:
         """The oldest waiting jobs with ``key`` that fit the budget (the first always does)."""
-        batch, cost = [], 0
+        batch: list[_Waiting] = []
+        cost = 0
         for waiting in self.waiting:
             if waiting.future.done() or waiting.job.key != key:
                 continue
@@ -151,7 +155,8 @@ class Batcher:
             start = end
 
 
-def _settle(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
+def _settle(future: asyncio.Future[list[Any]], result: Any = None,
+            error: BaseException | None = None) -> None:
     if future.done():  # the client went away
         return
     if error is not None:

@@ -6,7 +6,7 @@ The texts of all waiting requests are classified in one :meth:`Classifier.predic
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from ..classifier import Classifier, Prediction
@@ -25,7 +25,8 @@ class ClassificationService:
     def describe(self) -> dict[str, Any]:
         return {"labels": list(self.classifier.labels.names)}
 
-    def prepare(self, body: ClassifyRequest, on_token=None) -> Job:
+    def prepare(self, body: ClassifyRequest,
+                on_token: Callable[[int, str], None] | None = None) -> Job:
         check_texts(body.texts, self.limits)
         check_range(body.top_k, "top_k", 1, len(self.classifier.labels))
         tokens = self.classifier.tokenizer.encode_batch(body.texts)

@@ -74,7 +74,7 @@ class GenerationService:
         return Job(None, [(body.prompt, body.condition, body.seed, options, on_token)],
                    cost=options["max_tokens"])
 
-    def run(self, key: Hashable, inputs: list) -> list[list[Generation]]:
+    def run(self, key: Hashable, inputs: list[Any]) -> list[list[Generation]]:
         return [self.generator.generate(prompt, seed=seed, condition=condition,
                                         on_token=on_token, **options)
                 for prompt, condition, seed, options, on_token in inputs]

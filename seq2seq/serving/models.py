@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import UserError
 from ..heads import Head, head_of
 from ..pretrained import run_task
+from ..run_directory import RunDirectory
 from .batching import Batcher
 from .schemas import Limits
 
@@ -40,7 +41,7 @@ class ServedModel:
                 "served": {"requests": self.batcher.requests, "batches": self.batcher.batches}}
 
 
-def training_figures(run, metric: str) -> dict[str, Any]:
+def training_figures(run: RunDirectory | None, metric: str) -> dict[str, Any]:
     """The best validation score and the steps trained, as the run directory records them."""
     best = run.best_index() if run is not None else []
     rows = run.read_metrics() if run is not None else []

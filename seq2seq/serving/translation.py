@@ -6,7 +6,7 @@ attention) are translated in one :meth:`Translator.translate_n_best` call.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from ..errors import UserError
@@ -22,7 +22,8 @@ class TranslationService:
         self.name = name
         self.translator = translator
         self.limits = limits
-        self._checked: dict[tuple, tuple[int, int, float]] = {}
+        self._checked: dict[tuple[int | None, int | None, float | None],
+                            tuple[int, int, float]] = {}
 
     def describe(self) -> dict[str, Any]:
         config = self.translator.config
@@ -32,7 +33,8 @@ class TranslationService:
                              "n_best": config.decoding.n_best,
                              "length_penalty": config.decoding.length_penalty}}
 
-    def prepare(self, body: TranslateRequest, on_token=None) -> Job:
+    def prepare(self, body: TranslateRequest,
+                on_token: Callable[[int, str], None] | None = None) -> Job:
         """Check ``body`` -> its job (raises RequestError naming the field at fault)."""
         check_texts(body.texts, self.limits)
         check_range(body.beam_size, "beam_size", 1, self.limits.max_beam_size)
@@ -62,6 +64,7 @@ class TranslationService:
 
     def run(self, key: Hashable, texts: list[str]) -> list[tuple[list[Translation], Any]]:
         """One batched search (on the worker thread) -> per text (n-best, attention or None)."""
+        assert isinstance(key, tuple)  # made by prepare()
         _, beam_size, n_best, length_penalty, attention = key
         found = self.translator.translate_n_best(texts, beam_size=beam_size, n_best=n_best,
                                                  length_penalty=length_penalty)
@@ -69,7 +72,8 @@ class TranslationService:
                 else None for text, hyps in zip(texts, found)]
         return list(zip(found, maps))
 
-    def respond(self, body: TranslateRequest, outputs: list) -> dict[str, Any]:
+    def respond(self, body: TranslateRequest, outputs: list[tuple[list[Translation], Any]]
+                ) -> dict[str, Any]:
         translations = []
         for hypotheses, attention in outputs:
             best = hypotheses[0]
