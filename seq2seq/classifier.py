@@ -23,7 +23,7 @@ from .export.folder import is_export_dir
 from .models.classification import ClassificationModel
 from .pretrained import load_tokenizers, open_run, weights_path
 from .run_directory import RunDirectory, load_weights
-from .runtime import select_device
+from .runtime import fit_threads, select_device
 from .tokenizers import Tokenizer
 
 
@@ -39,6 +39,7 @@ def class_probabilities(model: ClassificationModel, ids: IdColumn, device: torch
     order = np.argsort(ids.lengths(), kind="stable")
     out = np.zeros((len(ids), model.num_classes), dtype=np.float32)
     for start in range(0, len(order), batch_size):
+        fit_threads()
         rows = order[start: start + batch_size]
         batch = make_classification_batch(ids, None, rows).to(device)
         logits = model(batch.ids, batch.lengths).float()

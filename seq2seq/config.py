@@ -181,7 +181,7 @@ class TrainingConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision (float16) on CUDA
     cpu_amp: Switch = False  # mixed precision (bfloat16) on CPU; auto: where measured faster
-    num_threads: int = 0  # CPU threads (0 = all cores)
+    num_threads: int = 0  # CPU threads (0 = the cores other processes leave free)
     seed: int = 42  # data order, initial weights, dropout: the same seed, the same run
 
 

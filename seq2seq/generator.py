@@ -40,7 +40,7 @@ from .models.functional import sequence_loss
 from .models.language_model import LanguageModel, LMState
 from .pretrained import load_tokenizers, open_run, weights_path
 from .run_directory import RunDirectory, load_weights
-from .runtime import select_device
+from .runtime import fit_threads, select_device
 from .search import Hypothesis, beam_search, sample
 from .tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
@@ -111,6 +111,7 @@ def score_lines(model: LanguageModel, corpus: LineCorpus, device: torch.device,
                                  batch_tokens=batch_tokens, shuffle=False)
     nll, count = 0.0, 0
     for batch_rows in sampler.epoch_batches(0):
+        fit_threads()
         batch = make_lines_batch(corpus, corpus.rows[batch_rows]).to(device)
         features, _ = model(batch.inputs, None, batch.conditions)
         _, batch_nll, tokens = sequence_loss(model, features, batch.targets)

@@ -7,6 +7,8 @@ import contextlib
 import functools
 import os
 import random
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,17 +30,103 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
+def allowed_cores() -> list[int]:
+    """The CPU cores this process may run on."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return list(range(os.cpu_count() or 1))
+
+
 def configure_threads(num_threads: int = 0, processes: int = 1) -> int:
-    """Use ``num_threads`` CPU threads (0 = the cores this process may run on, shared
-    evenly by the ``processes`` that train on this machine)."""
+    """Use ``num_threads`` CPU threads, or with 0 the cores this process may run on, shared
+    evenly by the ``processes`` that train on this machine. With 0 and one process the count
+    then follows the machine's load: ``fit_threads`` (called by the training and decoding
+    loops) gives back the cores that other processes keep busy, and takes them again when
+    they are free."""
+    global _fitter
+    _fitter = None
     if num_threads <= 0:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cores = os.cpu_count() or 1
-        num_threads = max(1, cores // max(processes, 1))
+        cores = allowed_cores()
+        num_threads = max(1, len(cores) // max(processes, 1))
+        if processes <= 1 and len(cores) > 1 and busy_cpu_seconds(cores) is not None:
+            _fitter = ThreadFitter(cores)
     torch.set_num_threads(num_threads)
     return num_threads
+
+
+def busy_cpu_seconds(cores: list[int]) -> float | None:
+    """Seconds the ``cores`` have spent busy (any process) since boot, from /proc/stat;
+    None where that cannot be read."""
+    wanted = {f"cpu{core}" for core in cores}
+    busy = 0
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                name, *ticks = line.split()
+                if name in wanted:  # user nice system idle iowait irq softirq steal ...
+                    busy += sum(int(t) for t in ticks[:8]) - int(ticks[3]) - int(ticks[4])
+    except (OSError, ValueError, IndexError):
+        return None
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds this process (all its threads) has used."""
+    times = os.times()
+    return times.user + times.system
+
+
+class ThreadFitter:
+    """Keeps torch's CPU thread count at the cores other processes leave free.
+
+    Threads of one operation wait for each other at every step; when another process holds
+    one of their cores, all of them wait for the slowest. On 2 cores beside one busy process,
+    2 threads trained the demo at 0.26-0.29x of its quiet speed and 1 thread at 0.63-0.70x
+    (BENCHMARKS.md). Every ``every`` seconds this compares the cores' busy time with this
+    process's own: the difference is what others use, and the thread count becomes the cores
+    left, at least one. Another count changes the order of some sums, so results differ in
+    the last bits, as on another CPU kind; a run that must repeat bit for bit (or resume
+    bit-identically on a machine whose load changes) sets its thread count.
+    """
+
+    def __init__(self, cores: list[int], every: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 busy: Callable[[list[int]], float | None] = busy_cpu_seconds,
+                 own: Callable[[], float] = own_cpu_seconds) -> None:
+        self.cores, self.every = cores, every
+        self.clock, self.busy, self.own = clock, busy, own
+        self.last = self._sample()
+        self.others = 0.0  # cores used by other processes over the last interval
+
+    def _sample(self) -> tuple[float, float, float]:
+        return self.clock(), self.busy(self.cores) or 0.0, self.own()
+
+    def __call__(self) -> int | None:
+        """The new thread count when it changed, else None; cheap between samples."""
+        if self.clock() - self.last[0] < self.every:
+            return None
+        now = self._sample()
+        elapsed = now[0] - self.last[0]
+        self.others = max(0.0, (now[1] - self.last[1]) - (now[2] - self.last[2])) / elapsed
+        self.last = now
+        threads = max(1, len(self.cores) - round(self.others))
+        if threads == torch.get_num_threads():
+            return None
+        torch.set_num_threads(threads)
+        return threads
+
+
+_fitter: ThreadFitter | None = None
+
+
+def fit_threads() -> str | None:
+    """Follow the machine's load when ``configure_threads`` chose the count (see there);
+    returns a line to log when the count changed."""
+    if _fitter is None or (threads := _fitter()) is None:
+        return None
+    return (f"other processes use {_fitter.others:.1f} of {len(_fitter.cores)} cores: "
+            f"computing on {threads} thread{'s' if threads > 1 else ''}")
 
 
 ONEDNN_CACHE_CAPACITY = 16  # compiled bfloat16 kernels kept in training (see mixed_precision)

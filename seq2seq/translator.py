@@ -23,7 +23,7 @@ from .models.translation import TranslationModel
 from .precision import PrecisionChoice, probe_rows, resolve_mixed_precision
 from .pretrained import load_tokenizers, open_run, weights_path
 from .run_directory import RunDirectory, load_weights
-from .runtime import mixed_precision, select_device
+from .runtime import fit_threads, mixed_precision, select_device
 from .search import (
     Hypothesis,
     SearchGroup,
@@ -81,6 +81,7 @@ def decoding_precision(model: TranslationModel, device: torch.device,
 def _encode_group(model: TranslationModel, src: IdColumn, chunk: np.ndarray,
                   device: torch.device, decoding: DecodingConfig) -> SearchGroup:
     """One batch of source rows -> their encoded state, ready to search (keys: the rows)."""
+    fit_threads()
     batch = make_translation_batch(src, None, chunk)
     state = model.encode(batch.src.to(device), batch.src_lengths)
     limits = max_output_lengths(batch.src_lengths, decoding.max_length_ratio,

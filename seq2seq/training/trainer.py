@@ -30,7 +30,7 @@ from ..config import TrainingConfig
 from ..errors import UserError
 from ..precision import probe_rows, resolve_mixed_precision
 from ..run_directory import RunDirectory, average_weights, save_weights
-from ..runtime import cpu_has_native_bf16, mixed_precision
+from ..runtime import cpu_has_native_bf16, fit_threads, mixed_precision
 from .distributed import ProcessInfo, rank_seed
 from .optim import LearningRateSchedule, build_optimizer
 
@@ -299,6 +299,8 @@ class Trainer:
                     s.nonfinite_in_a_row = 0
                     s.window_nll += result[0]
                     s.window_count += result[1]
+                if (line := fit_threads()) is not None:  # when other processes take cores
+                    self.console.print(f"step {s.step}: {line}")
                 if s.step % c.log_every == 0 or s.batch_in_epoch == len(batches):
                     progress.update(bar, stats=self._log_train(lr))
                     s.window_nll, s.window_count, s.window_seconds = 0.0, 0, 0.0
