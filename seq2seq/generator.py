@@ -36,12 +36,13 @@ from .data.language_model import (
 )
 from .errors import UserError
 from .export.folder import is_export_dir
+from .fast_search import beam_search, sample
 from .models.functional import sequence_loss
 from .models.language_model import LanguageModel, LMState
 from .pretrained import load_tokenizers, open_run, weights_path
 from .run_directory import RunDirectory, load_weights
 from .runtime import fit_threads, select_device
-from .search import Hypothesis, beam_search, sample
+from .search import Hypothesis
 from .tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
 STREAM_WINDOW = 256  # tokens per scoring step of a stream (at least data.bptt)

@@ -19,19 +19,13 @@ from .config import Config, DecodingConfig, config_from_dict
 from .data.batching import BucketBatchSampler, IdColumn, make_translation_batch
 from .errors import UserError, require_text_list
 from .export.folder import is_export_dir
+from .fast_search import beam_search, greedy_search
 from .models.translation import TranslationModel
 from .precision import PrecisionChoice, probe_rows, resolve_mixed_precision
 from .pretrained import load_tokenizers, open_run, weights_path
 from .run_directory import RunDirectory, load_weights
 from .runtime import fit_threads, mixed_precision, select_device
-from .search import (
-    Hypothesis,
-    SearchGroup,
-    beam_search,
-    greedy_search_stream,
-    max_output_lengths,
-    start_tokens,
-)
+from .search import Hypothesis, max_output_lengths, start_tokens
 from .tokenizers import BOS_ID, EOS_ID, Tokenizer
 
 
@@ -42,28 +36,31 @@ def decode_ids(model: TranslationModel, src: IdColumn, device: torch.device,
     """Decode source rows (all, or ``indices``) -> per row its n-best list, in row order.
 
     Rows are sorted by length before batching so a batch holds similar lengths (little
-    padding, few wasted steps); results are put back in input order. Greedy search batches
-    continuously: sentences of the next batch take the rows of finished ones, so no batch
-    ends with a long tail of steps at a few rows.
+    padding, few wasted steps); results are put back in input order.
     """
     model.eval()
     rows = np.arange(len(src)) if indices is None else np.asarray(indices)
     sampler = BucketBatchSampler(src.lengths()[rows] + 1, batch_size=decoding.batch_size,
                                  batch_tokens=decoding.batch_tokens, shuffle=False)
-    groups = (_encode_group(model, src, rows[positions], device, decoding)
-              for positions in sampler.epoch_batches(0))
     results: dict[int, list[Hypothesis]] = {}
     with mixed_precision(device, decoding_precision(model, device, decoding).enabled):
-        if decoding.beam_size == 1:
-            for row, hypothesis in greedy_search_stream(model, groups, decoding.min_length,
-                                                        decoding.no_repeat_ngram):
-                results[row] = [hypothesis]
-        else:
-            for group in groups:
-                results.update(zip(group.keys, beam_search(
-                    model, group.state, group.first_tokens, group.max_lengths,
-                    decoding.beam_size, decoding.length_penalty, decoding.n_best,
-                    decoding.min_length, decoding.no_repeat_ngram)))
+        for positions in sampler.epoch_batches(0):
+            fit_threads()
+            chunk = rows[positions]
+            batch = make_translation_batch(src, None, chunk)
+            state = model.encode(batch.src.to(device), batch.src_lengths)
+            first = start_tokens(len(chunk), device)
+            limits = max_output_lengths(batch.src_lengths, decoding.max_length_ratio,
+                                        decoding.max_length_extra)
+            if decoding.beam_size == 1:
+                found = [[h] for h in greedy_search(model, state, first, limits,
+                                                    decoding.min_length,
+                                                    decoding.no_repeat_ngram)]
+            else:
+                found = beam_search(model, state, first, limits, decoding.beam_size,
+                                    decoding.length_penalty, decoding.n_best,
+                                    decoding.min_length, decoding.no_repeat_ngram)
+            results.update(zip(chunk.tolist(), found))
     return [results[row] for row in rows.tolist()]
 
 
@@ -76,17 +73,6 @@ def decoding_precision(model: TranslationModel, device: torch.device,
         return PrecisionChoice(False, "float32", "precision for decoding: float32 (ONNX graph)")
     rows = probe_rows(decoding.batch_size, decoding.batch_tokens, decoding.beam_size)
     return resolve_mixed_precision(decoding.amp, device, model, training=False, rows=rows)
-
-
-def _encode_group(model: TranslationModel, src: IdColumn, chunk: np.ndarray,
-                  device: torch.device, decoding: DecodingConfig) -> SearchGroup:
-    """One batch of source rows -> their encoded state, ready to search (keys: the rows)."""
-    fit_threads()
-    batch = make_translation_batch(src, None, chunk)
-    state = model.encode(batch.src.to(device), batch.src_lengths)
-    limits = max_output_lengths(batch.src_lengths, decoding.max_length_ratio,
-                                decoding.max_length_extra)
-    return SearchGroup(chunk.tolist(), state, start_tokens(len(chunk), device), limits)
 
 
 @dataclass

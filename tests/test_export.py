@@ -119,8 +119,9 @@ def test_translation_graphs_and_searches_equal_pytorch(tmp_path, cell, attention
     src, lengths = sources(n=12)
     with torch.no_grad():
         expected, found = model.encode(src, lengths), onnx.encode(src, lengths)
-        for name in ("hidden", "cell", "feed", "memory", "keys", "mask"):
-            assert close(getattr(expected, name), getattr(found, name)), name
+        assert expected.named().keys() == found.named().keys()
+        for name, tensor in expected.named().items():
+            assert close(tensor, found.named()[name]), name
         tokens = start_tokens(len(src))
         for _ in range(4):  # a few steps, each from its own state
             log_probs, expected, weights = model.decode_step(tokens, expected)
@@ -151,7 +152,8 @@ def test_a_batch_and_source_length_unlike_the_traced_example(tmp_path):
         lengths[0] = max(1, length - 2)
         src[0, lengths[0] - 1], src[0, lengths[0]:] = EOS_ID, PAD_ID
         with torch.no_grad():
-            assert close(model.encode(src, lengths).memory, onnx.encode(src, lengths).memory)
+            assert close(model.encode(src, lengths).named()["memory"],
+                         onnx.encode(src, lengths).named()["memory"])
 
 
 # ---- classification ------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from seq2seq import search
+from seq2seq import fast_search, search
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.models.translation import TranslationModel
 from seq2seq.search import block_repeated_ngrams, max_output_lengths, start_tokens
@@ -30,12 +30,12 @@ def peaked_model(seed=0, cell="gru", attention="bahdanau"):
 
 def greedy_search(model, src, lengths, limits, **options):
     state = model.encode(src, lengths)
-    return search.greedy_search(model, state, start_tokens(len(src)), limits, **options)
+    return fast_search.greedy_search(model, state, start_tokens(len(src)), limits, **options)
 
 
 def beam_search(model, src, lengths, limits, beam_size, **options):
     state = model.encode(src, lengths)
-    return search.beam_search(model, state, start_tokens(len(src)), limits, beam_size, **options)
+    return fast_search.beam_search(model, state, start_tokens(len(src)), limits, beam_size, **options)
 
 
 def sources(n=24, seed=1):
@@ -122,7 +122,7 @@ def test_best_continuations_equal_a_top_k_over_all_beams(vocab):
         scores[:, 1] = float("-inf")
         scores[3] = float("-inf")  # a sequence with no beam alive
         expected = (scores.view(-1, 1) + log_probs).view(n_seq, k * vocab).topk(n, dim=-1)
-        values, ids = search.best_continuations(log_probs, scores, n, block=64)
+        values, ids = fast_search.best_continuations(log_probs, scores, n, block=64)
         assert torch.equal(values, expected.values)
         finite = torch.isfinite(values)
         assert finite[:3].all() and not finite[3].any()
@@ -222,91 +222,20 @@ def test_reorder_beams_keeps_the_source_side_and_moves_the_rest():
     state = model.encode(src, lengths).select(torch.tensor([0, 0, 1, 1]))  # 2 beams each
     index = torch.tensor([1, 1, 3, 2])
     reordered, selected = state.reorder_beams(index), state.select(index)
-    assert reordered.memory is state.memory and reordered.mask is state.mask
-    for name in ("hidden", "memory", "keys", "mask"):
-        assert torch.equal(getattr(reordered, name), getattr(selected, name))
+    assert reordered.source is state.source
+    for name, tensor in selected.named().items():
+        assert torch.equal(reordered.named()[name], tensor)
 
 
 def test_searches_drop_finished_sequences_in_groups_only_under_cpu_autocast():
     cpu = torch.device("cpu")
-    assert search.default_drop_multiple(cpu) == 1
+    assert fast_search.default_drop_multiple(cpu) == 1
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert search.default_drop_multiple(cpu) == search.AUTOCAST_DROP_MULTIPLE
+        assert fast_search.default_drop_multiple(cpu) == fast_search.AUTOCAST_DROP_MULTIPLE
     running = torch.tensor([True, False, True, False, False, True, False])
-    assert search._sequences_to_keep(running, 1).tolist() == [0, 2, 5]
-    assert search._sequences_to_keep(running, 4).tolist() == [0, 2, 5, 1]
-    assert search._sequences_to_keep(running, 8) is None  # 8 rows would not be fewer
-    # with 2 sequences about to join, 3 running + 1 filler + 2 joining make 6 rows
-    assert search._sequences_to_keep(running, 3, joining=2).tolist() == [0, 2, 5, 1]
-
-
-def counting_steps(model):
-    """Wrap ``model.decode_step`` to record the row count of every step."""
-    rows = []
-    decode_step = model.decode_step
-
-    def step(tokens, state):
-        rows.append(tokens.numel())
-        return decode_step(tokens, state)
-
-    model.decode_step = step
-    return rows
-
-
-@pytest.mark.parametrize("cell,attention", [("gru", "bahdanau"), ("lstm", "luong")])
-@pytest.mark.parametrize("options", [{}, {"no_repeat_ngram": 2, "min_length": 3},
-                                     {"drop_multiple": 4}])
-def test_continuous_batching_equals_searching_each_group_alone(cell, attention, options):
-    """Streamed groups (different sizes and source lengths) give every sequence the same
-    hypothesis and score as searching its group alone, in fewer, fuller steps: sequences of
-    later groups take the rows of finished ones, and a group is only encoded when needed."""
-    model = peaked_model(seed=7, cell=cell, attention=attention)
-    groups = []
-    for i, (n, seed) in enumerate([(6, 20), (9, 21), (3, 22), (7, 23)]):
-        src, lengths = sources(n=n, seed=seed)
-        groups.append((list(range(100 * i, 100 * i + n)), src, lengths,
-                       max_output_lengths(lengths, 2.0, 3)))
-    step_rows = counting_steps(model)
-    alone = {}
-    for keys, src, lengths, limits in groups:
-        alone.update(zip(keys, greedy_search(model, src, lengths, limits, **options)))
-
-    pulled = []
-
-    def stream():
-        for keys, src, lengths, limits in groups:
-            pulled.append(keys[0])
-            yield search.SearchGroup(keys, model.encode(src, lengths),
-                                     start_tokens(len(keys)), limits)
-
-    steps_alone = len(step_rows)
-    step_rows.clear()
-    found, pulled_at_first = {}, None
-    for key, hyp in search.greedy_search_stream(model, stream(), **options):
-        pulled_at_first = len(pulled) if pulled_at_first is None else pulled_at_first
-        found[key] = hyp
-    assert found.keys() == alone.keys()
-    for key, hyp in alone.items():
-        assert found[key].tokens == hyp.tokens
-        assert found[key].log_prob == pytest.approx(hyp.log_prob, abs=1e-5)
-    assert len({len(h.tokens) for h in alone.values()}) > 1  # ends vary
-    assert len(step_rows) < steps_alone
-    assert max(step_rows) <= 9 + options.get("drop_multiple", 1) - 1
-    assert pulled_at_first <= 2
-
-
-def test_a_joining_state_pads_the_shorter_source():
-    model = peaked_model()
-    short, long = sources(n=2, seed=5), sources(n=3, seed=6)
-    a, b = model.encode(*short), model.encode(*long)
-    assert a.mask.size(1) != b.mask.size(1)
-    joined = a.append(b)
-    width = max(a.mask.size(1), b.mask.size(1))
-    assert joined.memory.shape[:2] == joined.keys.shape[:2] == joined.mask.shape == (5, width)
-    assert joined.hidden.size(1) == 5
-    assert joined.mask.sum().item() == a.mask.sum().item() + b.mask.sum().item()
-    padded = ~joined.mask
-    assert (joined.memory[padded] == 0).all()
+    assert fast_search.rows_to_keep(running, 1).tolist() == [0, 2, 5]
+    assert fast_search.rows_to_keep(running, 4).tolist() == [0, 2, 5, 1]
+    assert fast_search.rows_to_keep(running, 8) is None  # 8 rows would not be fewer
 
 
 def test_length_limits():
@@ -343,20 +272,9 @@ def test_block_repeated_ngrams_unit():
     assert torch.isfinite(log_probs[0, [0, 1, 2, 3, 4, 5, 7, 8, 9]]).all()
 
 
-def test_block_repeated_ngrams_skips_the_padding_of_rows_that_joined_late():
-    """Rows of a continuous batch are right-aligned and left-padded with -1. A row with fewer
-    tokens than n has nothing to block, even though its padding-only prefix matches
-    padding-only windows (which would block token -1: the last of the vocabulary)."""
-    history = torch.tensor([[5, 6, 7, 5], [-1, -1, -1, 5], [-1, -1, -1, -1], [-1, 5, 6, 5]])
-    log_probs = torch.zeros(4, 10)
-    block_repeated_ngrams(log_probs, history, 2, lengths=torch.tensor([4, 1, 0, 3]))
-    blocked = (log_probs == float("-inf")).nonzero().tolist()
-    assert blocked == [[0, 6], [3, 6]]
-
-
 def sample(model, src, lengths, limits, **options):
     state = model.encode(src, lengths)
-    return search.sample(model, state, start_tokens(len(src)), limits, **options)
+    return fast_search.sample(model, state, start_tokens(len(src)), limits, **options)
 
 
 def test_sampling_with_top_k_one_is_greedy():
@@ -408,3 +326,57 @@ def test_filter_logits_top_k_and_nucleus():
     assert kept.tolist() == [[True, True, True, False]]
     kept = torch.isfinite(search.filter_logits(logits, top_p=0.1))  # the best always stays
     assert kept.tolist() == [[True, False, False, False]]
+
+
+def assert_same_hypotheses(expected, got, abs=1e-5):
+    assert [h.tokens for h in got] == [h.tokens for h in expected]
+    assert [h.log_prob for h in got] == pytest.approx([h.log_prob for h in expected], abs=abs)
+    assert [h.score for h in got] == pytest.approx([h.score for h in expected], abs=abs)
+
+
+FAST_EQUALS_PLAIN = [({}, {}), ({"min_length": 4, "no_repeat_ngram": 2}, {}),
+                     ({}, {"drop_multiple": 4}), ({"min_length": 2}, {"drop_multiple": 8})]
+
+
+@pytest.mark.parametrize("cell,attention", [("gru", "bahdanau"), ("lstm", "luong"),
+                                            ("rnn", "none")])
+@pytest.mark.parametrize("options,fast_options", FAST_EQUALS_PLAIN)
+def test_fast_greedy_and_beam_search_equal_the_plain_ones(cell, attention, options,
+                                                          fast_options):
+    model = peaked_model(seed=7, cell=cell, attention=attention)
+    src, lengths = sources(n=19, seed=12)
+    limits = max_output_lengths(lengths, 2.0, 3)
+    state, first = model.encode(src, lengths), start_tokens(len(src))
+    plain = search.greedy_search(model, state, first, limits, **options)
+    fast = fast_search.greedy_search(model, state, first, limits, **options, **fast_options)
+    assert len({len(h.tokens) for h in plain}) > 2  # ends vary
+    assert_same_hypotheses(plain, fast)
+    for beam_size, alpha, n_best in [(3, 1.0, 1), (4, 0.0, 4), (5, 0.6, 2)]:
+        plain_beams = search.beam_search(model, state, first, limits, beam_size, alpha, n_best,
+                                         **options)
+        fast_beams = fast_search.beam_search(model, state, first, limits, beam_size, alpha,
+                                             n_best, **options, **fast_options)
+        for expected, got in zip(plain_beams, fast_beams, strict=True):
+            assert len(got) == n_best
+            assert_same_hypotheses(expected, got)
+
+
+@pytest.mark.parametrize("options", [{"temperature": 1.5}, {"top_k": 3, "min_length": 3},
+                                     {"top_p": 0.8, "temperature": 0.7}])
+def test_fast_sampling_draws_what_the_plain_sampling_draws(options):
+    model = peaked_model(seed=13)
+    src, lengths = sources(n=17, seed=14)
+    limits = max_output_lengths(lengths, 2.0, 3)
+    state, first = model.encode(src, lengths), start_tokens(len(src))
+    streamed = {"plain": [], "fast": []}
+
+    def draw(module, name):
+        generator = torch.Generator().manual_seed(5)
+        return module.sample(model, state, first, limits, generator=generator,
+                             on_step=lambda rows, tokens: streamed[name].append((rows, tokens)),
+                             **options)
+
+    plain, fast = draw(search, "plain"), draw(fast_search, "fast")
+    assert len({len(h.tokens) for h in plain}) > 3
+    assert_same_hypotheses(plain, fast)
+    assert streamed["plain"] == streamed["fast"]  # the same rows stream the same tokens

@@ -1,6 +1,6 @@
 """The ONNX Runtime backend: an export folder's graphs behind the interfaces the PyTorch
 models offer, so the same inference code (``Translator``, ``Classifier``, ``Generator``, the
-searches in ``seq2seq.search``) runs over them unchanged.
+searches in ``seq2seq.fast_search``) runs over them unchanged.
 
 - ``OnnxTranslationModel``: ``encode`` and ``decode_step`` over the ``encoder`` and
   ``decoder_step`` graphs; the state is a ``DecoderState`` of torch tensors, so beam search
@@ -118,15 +118,15 @@ class OnnxTranslationModel(_Module):
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> DecoderState:
         """[B, S] source ids and [B] lengths -> the decoder's initial state."""
         found = self.encoder(src=src, src_lengths=src_lengths)
-        return DecoderState(**{name: found[name] for name in self.names})
+        return DecoderState.from_named({name: found[name] for name in self.names})
 
     def decode_step(self, tokens: torch.Tensor, state: DecoderState
                     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """[N] previous tokens -> log-probabilities [N, V], new state, attention [N, S]."""
-        found = self.step(tokens=tokens, **{name: getattr(state, name) for name in self.names})
-        moved = {name: found[f"{name}_out"] for name in ("hidden", "cell", "feed")
-                 if name in self.names}
-        return found["log_probs"], replace(state, **moved), found.get("attention")
+        found = self.step(tokens=tokens, **state.named())
+        moved = DecoderState(found["hidden_out"], found.get("cell_out"), found.get("feed_out"),
+                             state.source)
+        return found["log_probs"], moved, found.get("attention")
 
 
 class OnnxClassificationModel(_Module):

@@ -49,7 +49,7 @@ from .folder import FORMAT, FORMAT_VERSION, graph_entry, tensor_entry
 OPSET = 17
 
 # The translator's decoder state as graph tensors, in this order (those a model has).
-TRANSLATION_STATE = ("hidden", "cell", "feed", "memory", "keys", "mask")
+TRANSLATION_STATE = DecoderState.NAMES
 
 # A graph to export: (module, example inputs, manifest entry).
 GraphSpec = tuple[nn.Module, tuple[torch.Tensor, ...], dict[str, Any]]
@@ -80,7 +80,8 @@ class TranslationEncoderGraph(nn.Module):
         model = self.model
         if model.decoder.attention is not None:
             state = model.encode(src, src_lengths)
-            return tuple(getattr(state, name) for name in self.names)
+            named = state.named()
+            return tuple(named[name] for name in self.names)
         # ``encode`` without its attention part. Its encoder states would feed nothing, and
         # the TorchScript exporter fails on a packed GRU or RNN whose outputs go unused (an
         # index error in its ONNX peephole pass), so they are an output of the graph.
@@ -103,7 +104,7 @@ class TranslationStepGraph(nn.Module):
 
     def forward(self, tokens: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         decoder = self.model.decoder
-        given = DecoderState(**dict(zip(self.names, state)))
+        given = DecoderState.from_named(dict(zip(self.names, state)))
         embedded = self.model.trg_embed(tokens)
         x = embedded
         if decoder.feeds:

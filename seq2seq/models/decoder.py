@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -16,66 +16,81 @@ _CELL_STEPS = {"gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 
 
 @dataclass
-class DecoderState:
-    """Everything a decoder step needs; all tensors have the batch (or batch*beam) first.
+class SourceMemory:
+    """What the decoder attends to, one row per source sentence (or per beam of it).
 
-    hidden/cell: [layers, B, H] (cell only for LSTM); feed: [B, H] the previous attentional
-    vector (input feeding) or None; memory: [B, S, Dm] encoder states; keys: [B, S, K] their
-    attention projection; mask: [B, S] True at real source tokens.
+    memory: [B, S, Dm] encoder states; keys: [B, S, K] their attention projection, computed
+    once per source; mask: [B, S] True at real source tokens.
+    """
+
+    memory: torch.Tensor
+    keys: torch.Tensor
+    mask: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> SourceMemory:
+        """Row i of the result is row index[i]."""
+        return SourceMemory(self.memory.index_select(0, index), self.keys.index_select(0, index),
+                            self.mask.index_select(0, index))
+
+
+@dataclass
+class DecoderState:
+    """Everything a decoder step needs, the batch (or batch x beam) in every tensor.
+
+    hidden: [layers, B, H]; cell: [layers, B, H] for an LSTM, else None; feed: [B, H] the
+    previous attentional vector with input feeding, else None; source: what attention reads
+    (None without attention).
     """
 
     hidden: torch.Tensor
     cell: torch.Tensor | None = None
     feed: torch.Tensor | None = None
-    memory: torch.Tensor | None = None
-    keys: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
+    source: SourceMemory | None = None
 
-    _SOURCE_SIDE = ("memory", "keys", "mask")  # per source sentence, shared by its beams
+    NAMES = ("hidden", "cell", "feed", "memory", "keys", "mask")  # the flat view's names
 
     def select(self, index: torch.Tensor) -> DecoderState:
         """Reorder/replicate the batch: row i of the result is row index[i] (beam search)."""
-        return self._pick(index, [f.name for f in fields(self)])
+        return self._recurrent_rows(index, None if self.source is None
+                                    else self.source.select(index))
 
     def reorder_beams(self, index: torch.Tensor) -> DecoderState:
         """``select`` for an index that moves rows only among the beams of their own source
-        sentence. The source side (memory, keys, mask) is the same for all of a sentence's
-        beams, so it is kept instead of copied: the largest tensors, at every search step."""
-        return self._pick(index, [f.name for f in fields(self)
-                                  if f.name not in self._SOURCE_SIDE])
+        sentence: the source is the same for all of a sentence's beams, so it stays where it
+        is instead of being copied (the largest tensors, at every search step)."""
+        return self._recurrent_rows(index, self.source)
 
-    def append(self, other: DecoderState) -> DecoderState:
-        """This state's rows, then ``other``'s: sequences joining a search under way. The
-        source side is padded to the longer of the two sources (padding is masked out)."""
-        source = max(self.mask.size(1), other.mask.size(1)) if self.mask is not None else 0
-        joined = {}
-        for name in [f.name for f in fields(self)]:
-            mine, theirs = getattr(self, name), getattr(other, name)
-            if mine is None:
-                continue
-            if name in ("hidden", "cell"):
-                joined[name] = torch.cat([mine, theirs], dim=1)
-            elif name in self._SOURCE_SIDE:
-                joined[name] = torch.cat([_pad_source(mine, source), _pad_source(theirs, source)])
-            else:
-                joined[name] = torch.cat([mine, theirs])
-        return replace(self, **joined)
+    def _recurrent_rows(self, index: torch.Tensor, source: SourceMemory | None) -> DecoderState:
+        return DecoderState(self.hidden.index_select(1, index),
+                            None if self.cell is None else self.cell.index_select(1, index),
+                            None if self.feed is None else self.feed.index_select(0, index),
+                            source)
 
-    def _pick(self, index: torch.Tensor, names: list[str]) -> DecoderState:
-        picked = {}
-        for name in names:
-            value = getattr(self, name)
-            if value is not None:
-                picked[name] = value.index_select(1 if name in ("hidden", "cell") else 0, index)
-        return replace(self, **picked)
+    def named(self) -> dict[str, torch.Tensor]:
+        """The tensors this state holds by name (of ``NAMES``): how an exported graph takes it."""
+        found = {"hidden": self.hidden, "cell": self.cell, "feed": self.feed}
+        if self.source is not None:
+            found.update(memory=self.source.memory, keys=self.source.keys, mask=self.source.mask)
+        return {name: tensor for name, tensor in found.items() if tensor is not None}
+
+    @classmethod
+    def from_named(cls, tensors: dict[str, torch.Tensor]) -> DecoderState:
+        """The inverse of ``named``."""
+        source = (SourceMemory(tensors["memory"], tensors["keys"], tensors["mask"])
+                  if "memory" in tensors else None)
+        return cls(tensors["hidden"], tensors.get("cell"), tensors.get("feed"), source)
 
 
-def _pad_source(x: torch.Tensor, length: int) -> torch.Tensor:
-    """[B, S, ...] -> [B, length, ...], zeros (False for a mask) after position S."""
-    missing = length - x.size(1)
-    if missing == 0:
-        return x
-    return F.pad(x, (0, 0) * (x.dim() - 2) + (0, missing))
+@dataclass
+class FirstLayerInput:
+    """What the first layer's input gates are made of: x @ weight.T + added. ``added`` is the
+    layer's input bias [G*H], or, when the embedding's share of the gates was computed for
+    all steps at once, those gates [B, G*H] (bias included): the fused cell functions add a
+    per-row "bias" as readily, so only the fed-back vector x is multiplied per step."""
+
+    x: torch.Tensor
+    weight: torch.Tensor
+    added: torch.Tensor
 
 
 class RecurrentDecoder(nn.Module):
@@ -126,38 +141,44 @@ class RecurrentDecoder(nn.Module):
             hx = state.hidden if self.cell != "lstm" else (state.hidden, state.cell)
             rnn_out, final = self.rnn(embedded, hx)
             hidden, cell = (final, None) if self.cell != "lstm" else final
-            outputs, weights = self.readout(rnn_out, state)
-            return outputs, replace(state, hidden=hidden, cell=cell), weights
+            features, weights = self.readout(rnn_out, state)
+            return features, replace(state, hidden=hidden, cell=cell), weights
         gates = self.input_gates(embedded)  # one matmul for the embedding part of every step
         feed_weight = self.feed_weight()  # sliced and made contiguous once, not per step
-        outputs, all_weights = [], []
+        outputs: list[torch.Tensor] = []
+        all_weights: list[torch.Tensor] = []
         # unbind, not gates[:, t]: the backward of T slices would build T zero-filled
         # [B, T, G*H] gradients and sum them; unbind's backward stacks the T slices once.
         for gates_t in gates.unbind(1):
             output, state, weights = self.step_from_gates(gates_t, state, feed_weight)
             outputs.append(output)
-            all_weights.append(weights)
+            if weights is not None:
+                all_weights.append(weights)
         attention = torch.stack(all_weights, 1) if return_attention else None
         return torch.stack(outputs, 1), state, attention
 
     def input_gates(self, embedded: torch.Tensor) -> torch.Tensor:
         """The embedding's share of the first layer's input gates: [..., E] -> [..., G*H]."""
-        weight = self.rnn.weight_ih_l0[:, : self.embedding_size]
-        return F.linear(embedded, weight, self.rnn.bias_ih_l0)
+        weight = self._weight("weight_ih_l0")[:, : self.embedding_size]
+        return F.linear(embedded, weight, self._weight("bias_ih_l0"))
 
     def feed_weight(self) -> torch.Tensor:
         """The first layer's input weights for the fed-back vector: [G*H, H] (or [G*H, 0])."""
-        return self.rnn.weight_ih_l0[:, self.embedding_size:].contiguous()
+        return self._weight("weight_ih_l0")[:, self.embedding_size:].contiguous()
+
+    def _weight(self, name: str) -> torch.Tensor:
+        """One of the RNN's parameters by its PyTorch name (weight_ih_l0, bias_hh_l1, ...)."""
+        weight: torch.Tensor = getattr(self.rnn, name)
+        return weight
 
     def step_from_gates(self, gates: torch.Tensor, state: DecoderState,
                         feed_weight: torch.Tensor
                         ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """One step whose embedding share of the first layer's input gates, [B, G*H], was
         computed beforehand (``input_gates``, for all steps at once); ``feed_weight`` from
-        ``feed_weight()``. It is passed where the cell expects its input bias (a [B, G*H]
-        bias is allowed), so only the fed-back vector is multiplied here."""
-        x = state.feed if self.feeds else gates.new_zeros(gates.size(0), 0)
-        return self._step(x, feed_weight, gates, state)
+        ``feed_weight()``: only the fed-back vector is multiplied here."""
+        x = state.feed if state.feed is not None else gates.new_zeros(gates.size(0), 0)
+        return self._step(FirstLayerInput(x, feed_weight, added=gates), state)
 
     # ---- one step (search, scheduled sampling) ----
 
@@ -170,35 +191,35 @@ class RecurrentDecoder(nn.Module):
         tensor, so under autocast its low-precision copy is made once and cached, where a
         slice of it would be cast again at every step of a search.
         """
-        x = torch.cat([embedded, state.feed], dim=-1) if self.feeds else embedded
-        return self._step(x, self.rnn.weight_ih_l0, self.rnn.bias_ih_l0, state)
+        x = torch.cat([embedded, state.feed], dim=-1) if state.feed is not None else embedded
+        first = FirstLayerInput(x, self._weight("weight_ih_l0"), added=self._weight("bias_ih_l0"))
+        return self._step(first, state)
 
     # ---- shared by both ----
 
-    def _step(self, x: torch.Tensor, w_ih: torch.Tensor, b_ih: torch.Tensor,
-              state: DecoderState) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        """The first layer's input x with its weight and bias -> output, new state, weights."""
-        hidden, cell = self._rnn_step(x, w_ih, b_ih, state)
+    def _step(self, first: FirstLayerInput, state: DecoderState
+              ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """The first layer's input -> output, new state, weights."""
+        hidden, cell = self._rnn_step(first, state)
         output, weights = self.readout(hidden[-1].unsqueeze(1), state)
         output = output.squeeze(1)
         new_state = replace(state, hidden=hidden, cell=cell,
                             feed=output if self.feeds else None)
         return output, new_state, None if weights is None else weights.squeeze(1)
 
-    def _rnn_step(self, x: torch.Tensor, w_ih: torch.Tensor, b_ih: torch.Tensor,
-                  state: DecoderState) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Advance every layer by one step with ATen's fused cell functions; the first layer
-        with the given input weight and bias, the others with their own."""
-        rnn = self.rnn
+    def _rnn_step(self, first: FirstLayerInput, state: DecoderState
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Advance every layer by one step with ATen's fused cell functions, whose input gates
+        are x @ w_ih.T + b_ih: the first layer's x, w_ih and b_ih (there: ``added``) as
+        given, the other layers' their own."""
+        x, w_ih, b_ih = first.x, first.weight, first.added
         new_h, new_c = [], []
         for layer in range(self.layers):
             if layer > 0:
                 x = dropout(x, self.between_layers_dropout, self.training)
-                w_ih = getattr(rnn, f"weight_ih_l{layer}")
-                b_ih = getattr(rnn, f"bias_ih_l{layer}")
-            w_hh = getattr(rnn, f"weight_hh_l{layer}")
-            b_hh = getattr(rnn, f"bias_hh_l{layer}")
-            if self.cell == "lstm":
+                w_ih, b_ih = self._weight(f"weight_ih_l{layer}"), self._weight(f"bias_ih_l{layer}")
+            w_hh, b_hh = self._weight(f"weight_hh_l{layer}"), self._weight(f"bias_hh_l{layer}")
+            if state.cell is not None:  # LSTM
                 h, c = torch.lstm_cell(x, (state.hidden[layer], state.cell[layer]),
                                        w_ih, w_hh, b_ih, b_hh)
                 new_c.append(c)
@@ -213,6 +234,8 @@ class RecurrentDecoder(nn.Module):
         """[B, T, H] top-layer states -> output features [B, T, H] (+ weights [B, T, S])."""
         if self.attention is None:
             return self.output_dropout(rnn_out), None
-        context, weights = self.attention(rnn_out, state.keys, state.memory, state.mask)
+        assert self.combine is not None and state.source is not None  # with attention
+        source = state.source
+        context, weights = self.attention(rnn_out, source.keys, source.memory, source.mask)
         output = self.combine(self.output_dropout(torch.cat([rnn_out, context], dim=-1)))
         return (torch.tanh(output) if self.squash_output else output), weights

@@ -9,7 +9,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..tokenizers import PAD_ID
 from .attention import build_attention
-from .decoder import DecoderState, RecurrentDecoder
+from .decoder import DecoderState, RecurrentDecoder, SourceMemory
 from .encoder import RecurrentEncoder
 from .functional import Dropout, init_weights
 
@@ -86,8 +86,8 @@ class TranslationModel(nn.Module):
         mask = (torch.arange(src.size(1), device=src.device)[None, :]
                 < src_lengths.to(src.device)[:, None])
         feed = memory.new_zeros(src.size(0), decoder.hidden_size) if decoder.feeds else None
-        return DecoderState(hidden=hidden, cell=cell, feed=feed, memory=memory,
-                            keys=decoder.attention.project_memory(memory), mask=mask)
+        source = SourceMemory(memory, decoder.attention.project_memory(memory), mask)
+        return DecoderState(hidden=hidden, cell=cell, feed=feed, source=source)
 
     # ---- training ----
 
