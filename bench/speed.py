@@ -54,7 +54,9 @@ def decode(run_dir: Path, beam: int, amp: bool) -> dict:
     from seq2seq import Translator
     from seq2seq.data.translation import load_parallel
     from seq2seq.metrics.translation import score_translations
+    from seq2seq.runtime import configure_threads
 
+    configure_threads(0)  # as `seq2seq translate` does: every free core, following the load
     translator = Translator.from_pretrained(run_dir, device="cpu")
     texts = load_parallel(translator.config.data, "test", drop_empty=False)
     sources, references = texts["src"], texts["trg"]

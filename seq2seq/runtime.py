@@ -90,7 +90,7 @@ class ThreadFitter:
     bit-identically on a machine whose load changes) sets its thread count.
     """
 
-    def __init__(self, cores: list[int], every: float = 5.0,
+    def __init__(self, cores: list[int], every: float = 2.0,
                  clock: Callable[[], float] = time.monotonic,
                  busy: Callable[[list[int]], float | None] = busy_cpu_seconds,
                  own: Callable[[], float] = own_cpu_seconds) -> None:

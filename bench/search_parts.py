@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""What each trick of the fast search buys: the plain search against the fast one, and the
+fast one with one trick at a time undone, decoding the same test set in one process.
+
+    python bench/search_parts.py --run-dir /tmp/seq2seq_bench/reference   # a trained run
+    python bench/search_parts.py --run-dir runs/demo_es_en --rounds 5 --limit 500
+
+Variants, each with beam 5 and greedy (batch 64, float32): ``plain`` (seq2seq.search: every
+sentence stays in the batch until the last one ends), ``fast`` (seq2seq.fast_search, what
+inference uses), ``fast, plain top-k`` (beam search takes the 2K best continuations with one
+top-k over all beams' words instead of by vocabulary blocks), ``fast, copying the source``
+(beams reorder by copying the whole state, source included). The variants run in turn,
+``--rounds`` times, and the median sentences/s of each is printed; every variant must give
+the same translations. Run it with nothing else running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seq2seq import Translator, fast_search, search, translator  # noqa: E402
+from seq2seq.data.translation import load_parallel  # noqa: E402
+from seq2seq.models.decoder import DecoderState  # noqa: E402
+
+
+def plain_top_k(log_probs: torch.Tensor, scores: torch.Tensor, n: int,
+                block: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    n_seq, k = scores.shape
+    return (scores.view(-1, 1) + log_probs).view(n_seq, -1).topk(n, dim=-1)
+
+
+@contextmanager
+def variant(name: str) -> Iterator[None]:
+    """Patch the searches that ``seq2seq.translator`` calls for one variant."""
+    saved = (translator.greedy_search, translator.beam_search, fast_search.best_continuations,
+             DecoderState.reorder_beams)
+    if name == "plain":
+        translator.greedy_search, translator.beam_search = (search.greedy_search,
+                                                            search.beam_search)
+    elif name == "fast, plain top-k":
+        fast_search.best_continuations = plain_top_k
+    elif name == "fast, copying the source":
+        DecoderState.reorder_beams = DecoderState.select  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        (translator.greedy_search, translator.beam_search, fast_search.best_continuations,
+         DecoderState.reorder_beams) = saved
+
+
+VARIANTS = {1: ["plain", "fast"],
+            5: ["plain", "fast", "fast, plain top-k", "fast, copying the source"]}
+
+
+def timed(translate: Callable[[], list[str]]) -> tuple[float, list[str]]:
+    started = time.perf_counter()
+    out = translate()
+    return time.perf_counter() - started, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run-dir", type=Path, default=Path("/tmp/seq2seq_bench/reference"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=0, help="first N test sentences [all]")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    model = Translator.from_pretrained(args.run_dir, device="cpu")
+    sources = load_parallel(model.config.data, "test", drop_empty=False)["src"]
+    sources = sources[: args.limit or None]
+    result: dict[str, dict[str, float]] = {}
+    for beam, names in VARIANTS.items():
+        seconds: dict[str, list[float]] = {name: [] for name in names}
+        outputs: dict[str, list[str]] = {}
+        model.translate(sources[:64], beam_size=beam, batch_size=64, amp=False)  # warm up
+        for _ in range(args.rounds):
+            for name in names:
+                with variant(name):
+                    took, outputs[name] = timed(lambda beam=beam: model.translate(
+                        sources, beam_size=beam, batch_size=64, amp=False))
+                seconds[name].append(took)
+        for name in names:
+            assert outputs[name] == outputs["fast"], f"{name} translates differently"
+        label = "greedy" if beam == 1 else f"beam {beam}"
+        result[label] = {name: round(len(sources) / statistics.median(times), 1)
+                         for name, times in seconds.items()}
+        print(label, json.dumps(result[label]), flush=True)
+    report = {"run_dir": str(args.run_dir), "sentences": len(sources), "rounds": args.rounds,
+              "threads": torch.get_num_threads(), "sentences_per_s": result}
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
