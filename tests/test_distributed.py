@@ -75,26 +75,41 @@ def head_config(head: str, directory: Path) -> Path:
     return write_yaml(directory / "lm.yaml", stream_config(text, steps=8, bptt=8, validate_every=4))
 
 
+@pytest.fixture(scope="module")
+def trained_by_one_and_two(tmp_path_factory):
+    """head -> (the run one process trained, the run two processes trained, the job's output),
+    the same config and batches, dropout off (the processes would draw their own masks);
+    trained when first asked for."""
+    made: dict[str, tuple[Path, Path, str]] = {}
+
+    def runs(head: str) -> tuple[Path, Path, str]:
+        if head not in made:
+            directory = tmp_path_factory.mktemp(head)
+            config = head_config(head, directory)
+            overrides = without_dropout("--set", "training.num_threads=1")
+            one = run_cli("train", config, "--run-dir", directory / "one", "-q", *overrides)
+            assert one.exit_code == 0, one.output
+            output = run_torchrun("train", config, "--run-dir", directory / "two", "-q",
+                                  *overrides, cwd=directory)
+            made[head] = (directory / "one", directory / "two", output)
+        return made[head]
+    return runs
+
+
 @pytest.mark.parametrize("head", ["translation", "classification", "language_model"])
-def test_two_processes_train_the_model_one_process_trains(tmp_path, head):
+def test_two_processes_train_the_model_one_process_trains(trained_by_one_and_two, head):
     """Batches are global: each process takes half of every batch, DDP averages the gradients,
-    the loss is divided by the whole batch's count, so the updates are those of one process
-    (dropout off: the processes draw their own masks). The stream LM also carries each
-    process's hidden state from window to window."""
-    config = head_config(head, tmp_path)
-    overrides = without_dropout("--set", "training.num_threads=1")
-    one = run_cli("train", config, "--run-dir", tmp_path / "one", "-q", *overrides)
-    assert one.exit_code == 0, one.output
-    output = run_torchrun("train", config, "--run-dir", tmp_path / "two", "-q", *overrides,
-                          cwd=tmp_path)
+    the loss is divided by the whole batch's count, so the updates are those of one process.
+    The stream LM also carries each process's hidden state from window to window."""
+    one, two, output = trained_by_one_and_two(head)
     assert output.count("done: 8 steps") == 1, output  # rank 0 speaks for the job
-    a, b = newest_weights(tmp_path / "one"), newest_weights(tmp_path / "two")
+    a, b = newest_weights(one), newest_weights(two)
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], atol=TOLERANCE, rtol=0), name
     # the logs of the job are those of one process: the whole batch's loss, written once
-    rows = [r for r in (tmp_path / "two/metrics.jsonl").read_text().splitlines() if '"train"' in r]
-    ones = [r for r in (tmp_path / "one/metrics.jsonl").read_text().splitlines() if '"train"' in r]
+    rows = [r for r in (two / "metrics.jsonl").read_text().splitlines() if '"train"' in r]
+    ones = [r for r in (one / "metrics.jsonl").read_text().splitlines() if '"train"' in r]
     assert len(rows) == len(ones)
     loss = [yaml.safe_load(r)["loss"] for r in rows]
     assert loss == pytest.approx([yaml.safe_load(r)["loss"] for r in ones], abs=1e-4)
@@ -205,9 +220,7 @@ def test_a_batch_smaller_than_the_process_count_is_refused(tmp_path):
     check_batch_for_processes(config, ProcessInfo(rank=0, world_size=3, local_world_size=3))
 
 
-def test_resuming_with_another_process_count_is_refused(tmp_path):
-    config = translation_config(tmp_path, max_steps=4, validate_every=4)
-    run_torchrun("train", config, "--run-dir", tmp_path / "run", "-q", cwd=tmp_path)
-    result = run_cli("train", "--resume", "--run-dir", tmp_path / "run", "--set",
-                     "training.max_steps=8")
+def test_resuming_with_another_process_count_is_refused(trained_by_one_and_two):
+    _, two, _ = trained_by_one_and_two("translation")
+    result = run_cli("train", "--resume", "--run-dir", two, "--set", "training.max_steps=12")
     assert result.exit_code == 2 and "trained by 2 processes" in result.output, result.output

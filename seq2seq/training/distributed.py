@@ -85,13 +85,13 @@ class ProcessInfo:
         _collective(dist.all_reduce, tensor, op=dist.ReduceOp.SUM)
         return tensor.tolist()
 
-    def all_max(self, value: int) -> int:
-        """The largest ``value`` of all processes."""
+    def all_max(self, *values: int) -> list[int]:
+        """Each of ``values``, the largest over all processes (one collective for all)."""
         if not self.distributed:
-            return value
-        tensor = torch.tensor([value], dtype=torch.int64, device=_communication_device())
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.int64, device=_communication_device())
         _collective(dist.all_reduce, tensor, op=dist.ReduceOp.MAX)
-        return int(tensor.item())
+        return [int(v) for v in tensor.tolist()]
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every process (picklable objects: small ones only)."""

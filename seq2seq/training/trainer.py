@@ -266,9 +266,10 @@ class Trainer:
     def _should_stop(self) -> bool:
         c, s = self.config, self.state
         # A signal or the clock may reach one process before the others: they agree first.
-        self.stop_signal = self.process.all_max(self.signals.received or 0)
-        out_of_time = bool(c.max_minutes) and s.train_seconds >= c.max_minutes * 60
-        if self.stop_signal or self.process.all_max(int(out_of_time)):
+        clock_ran_out = bool(c.max_minutes) and s.train_seconds >= c.max_minutes * 60
+        self.stop_signal, out_of_time = self.process.all_max(self.signals.received or 0,
+                                                             int(clock_ran_out))
+        if self.stop_signal or out_of_time:
             return True
         if c.max_steps and s.step >= c.max_steps:
             return True
