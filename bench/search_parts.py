@@ -7,8 +7,7 @@ fast one with one trick at a time undone, decoding the same test set in one proc
 
 Variants, each with beam 5 and greedy (batch 64, float32): ``plain`` (seq2seq.search: every
 sentence stays in the batch until the last one ends), ``fast`` (seq2seq.fast_search, what
-inference uses), ``fast, plain top-k`` (beam search takes the 2K best continuations with one
-top-k over all beams' words instead of by vocabulary blocks), ``fast, copying the source``
+inference uses), ``fast, copying the source``
 (beams reorder by copying the whole state, source included). The variants run in turn,
 ``--rounds`` times, and the median sentences/s of each is printed; every variant must give
 the same translations. Run it with nothing else running.
@@ -30,38 +29,28 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seq2seq import Translator, fast_search, search, translator  # noqa: E402
+from seq2seq import Translator, search, translator  # noqa: E402
 from seq2seq.data.translation import load_parallel  # noqa: E402
 from seq2seq.models.decoder import DecoderState  # noqa: E402
-
-
-def plain_top_k(log_probs: torch.Tensor, scores: torch.Tensor, n: int,
-                block: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    n_seq, k = scores.shape
-    return (scores.view(-1, 1) + log_probs).view(n_seq, -1).topk(n, dim=-1)
 
 
 @contextmanager
 def variant(name: str) -> Iterator[None]:
     """Patch the searches that ``seq2seq.translator`` calls for one variant."""
-    saved = (translator.greedy_search, translator.beam_search, fast_search.best_continuations,
-             DecoderState.reorder_beams)
+    saved = (translator.greedy_search, translator.beam_search, DecoderState.reorder_beams)
     if name == "plain":
         translator.greedy_search, translator.beam_search = (search.greedy_search,
                                                             search.beam_search)
-    elif name == "fast, plain top-k":
-        fast_search.best_continuations = plain_top_k
     elif name == "fast, copying the source":
         DecoderState.reorder_beams = DecoderState.select  # type: ignore[method-assign]
     try:
         yield
     finally:
-        (translator.greedy_search, translator.beam_search, fast_search.best_continuations,
-         DecoderState.reorder_beams) = saved
+        translator.greedy_search, translator.beam_search, DecoderState.reorder_beams = saved
 
 
 VARIANTS = {1: ["plain", "fast"],
-            5: ["plain", "fast", "fast, plain top-k", "fast, copying the source"]}
+            5: ["plain", "fast", "fast, copying the source"]}
 
 
 def timed(translate: Callable[[], list[str]]) -> tuple[float, list[str]]:

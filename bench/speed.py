@@ -63,11 +63,14 @@ def decode(run_dir: Path, beam: int, amp: bool) -> dict:
     started = time.perf_counter()
     hypotheses = translator.translate(sources, beam_size=beam, batch_size=64, amp=amp)
     generation = time.perf_counter() - started
-    src_file = run_dir / "bench_test.src"
+    # written beside the run, not into it: a run directory holds only what seq2seq wrote
+    out_dir = run_dir.with_name(run_dir.name + "_decoded")
+    out_dir.mkdir(exist_ok=True)
+    src_file = out_dir / "test.src"
     src_file.write_text("".join(s + "\n" for s in sources), encoding="utf-8")
     started = time.perf_counter()
     subprocess.run([sys.executable, str(ROOT / "cli.py"), "translate", str(run_dir), "--input",
-                    str(src_file), "--output", str(run_dir / f"bench_hyp_b{beam}.txt"),
+                    str(src_file), "--output", str(out_dir / f"hyp_b{beam}.txt"),
                     "--beam-size", str(beam), "--batch-size", "64", "--amp" if amp else "--no-amp"],
                    check=True)
     whole = time.perf_counter() - started

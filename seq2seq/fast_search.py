@@ -8,8 +8,7 @@ buys on the reference model is in BENCHMARKS.md ("What the fast search buys").
   autocast they leave ``AUTOCAST_DROP_MULTIPLE`` at a time (finished ones ride along as
   filler), as every new row count compiles new oneDNN kernels.
 - Beam search moves rows among one sentence's beams with ``state.reorder_beams`` (the
-  encoded source, the largest tensors, stays where it is) while no sentence leaves, and takes
-  the 2K best continuations from the best vocabulary blocks (``best_continuations``).
+  encoded source, the largest tensors, stays where it is) while no sentence leaves.
 """
 
 from __future__ import annotations
@@ -124,46 +123,6 @@ def sample(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths: torc
                            drop_multiple)
 
 
-def best_continuations(log_probs: torch.Tensor, scores: torch.Tensor, n: int,
-                       block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``n`` best one-token continuations of each sequence's beams.
-
-    Args:
-        log_probs: [A*K, V] next-token log-probabilities of A sequences' K beams;
-        scores: [A, K] the beams' scores so far.
-    Returns:
-        values [A, n], best first, of scores[a, b] + log_probs[a*K + b, v], and ids [A, n]
-        of the continuations, b * V + v.
-
-    The same as a top-n over the [A, K*V] sums, but cheaper: top-k with indices runs as scalar
-    code over every value, while a block maximum is vectorised. So the maxima of blocks of
-    ``block`` words come first, and the top-n runs over the n best blocks' words only; any of
-    the n best values lies in one of them, as each block ranked above its own holds a larger
-    value.
-    """
-    rows, vocab = log_probs.shape
-    n_seq, k = scores.shape
-    if vocab < 4 * block:
-        return (scores.view(-1, 1) + log_probs).view(n_seq, k * vocab).topk(n, dim=-1)
-    whole = vocab // block
-    maxima = log_probs[:, : whole * block].view(rows, whole, block).amax(-1)
-    if whole * block < vocab:  # the shorter last block
-        maxima = torch.cat([maxima, log_probs[:, whole * block:].amax(-1, keepdim=True)], 1)
-    n_blocks = maxima.size(1)
-    maxima = (maxima + scores.view(-1, 1)).view(n_seq, k * n_blocks)
-    best_blocks = maxima.topk(n, dim=-1).indices  # [A, n]
-    beams = torch.div(best_blocks, n_blocks, rounding_mode="floor")
-    words = ((best_blocks % n_blocks) * block).unsqueeze(-1) + torch.arange(
-        block, device=log_probs.device)  # [A, n, block]
-    in_vocab = words < vocab
-    rows_of = torch.arange(n_seq, device=log_probs.device).unsqueeze(1) * k + beams  # [A, n]
-    values = log_probs.view(-1)[rows_of.unsqueeze(-1) * vocab + words.clamp(max=vocab - 1)]
-    values = values.masked_fill(~in_vocab, NEG_INF) + scores.gather(1, beams).unsqueeze(-1)
-    best_values, best = values.view(n_seq, -1).topk(n, dim=-1)
-    ids = (beams.unsqueeze(-1) * vocab + words).view(n_seq, -1).gather(1, best)
-    return best_values, ids
-
-
 @torch.no_grad()
 def beam_search(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
                 beam_size: int, alpha: float = 1.0, n_best: int = 1, min_length: int = 0,
@@ -202,9 +161,10 @@ def beam_search(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths:
         restrict_length(log_probs, step, max_lengths[active].repeat_interleave(k), min_length)
         block_repeated_ngrams(log_probs, history, no_repeat_ngram)
         vocab = log_probs.size(-1)
-        cand_scores, cand_ids = best_continuations(log_probs, scores, min(2 * k, k * vocab))
-        cand_beams = torch.div(cand_ids, vocab, rounding_mode="floor")
-        cand_tokens = cand_ids % vocab
+        # The 2K best continuations of each sentence over all its beams: id = beam * V + token.
+        totals = (scores.view(-1, 1) + log_probs).view(n_active, k * vocab)
+        cand_scores, cand_ids = totals.topk(min(2 * k, k * vocab), dim=-1)
+        cand_beams, cand_tokens = cand_ids // vocab, cand_ids % vocab
         is_eos = (cand_tokens == EOS_ID) & torch.isfinite(cand_scores)
 
         # Finish the </s> candidates that rank among the top K of their sentence.
@@ -231,11 +191,9 @@ def beam_search(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths:
         bound = best_alive / length_penalty(step + 2, alpha)
         done = (bound <= nth_best[active]) | (max_lengths[active] <= step + 1)
 
-        # The best K candidates that do not end in </s> stay alive.
-        order = is_eos.long() * (2 * k) + torch.arange(cand_ids.size(1), device=device)
-        alive = order.topk(k, dim=1, largest=False).indices  # [A, K]
-        scores = cand_scores.gather(1, alive)
-        scores = scores.masked_fill(is_eos.gather(1, alive), NEG_INF)
+        # The K best candidates that do not end in </s> stay alive (in rank order).
+        alive = torch.argsort(is_eos.to(torch.uint8), dim=1, stable=True)[:, :k]  # [A, K]
+        scores = cand_scores.gather(1, alive).masked_fill(is_eos.gather(1, alive), NEG_INF)
         rows = (torch.arange(n_active, device=device).unsqueeze(1) * k
                 + cand_beams.gather(1, alive)).view(-1)
         token = cand_tokens.gather(1, alive).view(-1)

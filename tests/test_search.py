@@ -108,27 +108,6 @@ def test_n_best_is_sorted_and_distinct():
             assert len({tuple(h.tokens) for h in n_best}) == len(n_best)
 
 
-@pytest.mark.parametrize("vocab", [8000, 1001, 300])
-def test_best_continuations_equal_a_top_k_over_all_beams(vocab):
-    """Selecting blocks of words by their maxima first finds the same values and words as a
-    top-k over every beam x word sum, with words made impossible and dead beams among them,
-    and a vocabulary that is not a whole number of blocks."""
-    g = torch.Generator().manual_seed(vocab)
-    n_seq, k, n = 6, 4, 8
-    for _ in range(5):
-        log_probs = torch.log_softmax(3 * torch.randn(n_seq * k, vocab, generator=g), -1)
-        log_probs[torch.rand(log_probs.shape, generator=g) < 0.2] = float("-inf")
-        scores = torch.randn(n_seq, k, generator=g)
-        scores[:, 1] = float("-inf")
-        scores[3] = float("-inf")  # a sequence with no beam alive
-        expected = (scores.view(-1, 1) + log_probs).view(n_seq, k * vocab).topk(n, dim=-1)
-        values, ids = fast_search.best_continuations(log_probs, scores, n, block=64)
-        assert torch.equal(values, expected.values)
-        finite = torch.isfinite(values)
-        assert finite[:3].all() and not finite[3].any()
-        assert torch.equal(ids[finite], expected.indices[finite])
-
-
 def test_asking_for_one_hypothesis_stops_sooner_with_the_same_best():
     """A sentence is done once its n_best finished hypotheses beat every alive one. With
     alpha = 0 that test is exact, so asking for one hypothesis instead of the beam's K
