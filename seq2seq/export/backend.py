@@ -4,7 +4,7 @@ searches in ``seq2seq.fast_search``) runs over them unchanged.
 
 - ``OnnxTranslationModel``: ``encode`` and ``decode_step`` over the ``encoder`` and
   ``decoder_step`` graphs; the state is a ``DecoderState`` of torch tensors, so beam search
-  reorders and continuous batching joins it exactly as it does PyTorch's.
+  reorders it exactly as it does PyTorch's.
 - ``OnnxClassificationModel``: ``model(ids, lengths) -> logits``.
 - ``OnnxLanguageModel``: ``initial_state``, ``model(tokens, state) -> (features, state)``,
   ``logits`` and ``decode_step``; its features are the graph's logits already, so ``logits``
