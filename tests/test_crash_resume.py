@@ -119,6 +119,7 @@ def test_signals_at_random_moments_then_resume_equal_an_uninterrupted_run(tmp_pa
 
     rng = random.Random(20261201)
     seen: list[str] = []
+    outputs: list[str] = []  # the end of each victim's output, for a failure's message
     for signum in SIGNALS:
         done = last_logged_step(stopped)
         victim = Victim(config, stopped)
@@ -142,6 +143,7 @@ def test_signals_at_random_moments_then_resume_equal_an_uninterrupted_run(tmp_pa
             assert code == 128 + signum, output
             assert (stopped / f"checkpoints/step_{int(stopped_at.group(1)):08d}").is_dir()
         seen.append(f"{signal.Signals(signum).name}->{stopped_at.group(1) if stopped_at else code}")
+        outputs.append(output[-600:])
         if code == 0:
             break
     else:
@@ -149,7 +151,7 @@ def test_signals_at_random_moments_then_resume_equal_an_uninterrupted_run(tmp_pa
         code = victim.finish()
         assert code == 0, "".join(victim.lines)
     graceful = [s for s in seen if s.split("->")[1].isdigit() and int(s.split("->")[1]) > 0]
-    assert graceful and any(s.startswith("SIGKILL->-9") for s in seen), seen
+    assert graceful and any(s.startswith("SIGKILL->-9") for s in seen), (seen, outputs)
 
     final = f"checkpoints/step_{MAX_STEPS:08d}/model.safetensors"
     for name in ("model.safetensors", final):
