@@ -58,6 +58,10 @@ def harness_config(directory: Path) -> Path:
     return path
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Victim:
     """A training process whose stderr is read as it runs (to know when training began)."""
 
@@ -65,9 +69,12 @@ class Victim:
         resume = (run / "run.json").is_file()
         command = [sys.executable, str(ROOT / "cli.py"), "train", "-q", "--run-dir", str(run)]
         command += ["--resume"] if resume else [str(config)]
+        # SIGINT as a terminal gives it: a shell runs background jobs (`make test &`) with
+        # SIGINT ignored, and the child would inherit that and shrug off a Ctrl-C in set-up
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                        env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                        preexec_fn=_default_sigint)
         self.lines: list[str] = []
         self.training = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
