@@ -20,6 +20,7 @@ import torch
 
 from .search import (
     NEG_INF,
+    Candidates,
     Hypothesis,
     Pick,
     block_repeated_ngrams,
@@ -160,21 +161,16 @@ def beam_search(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths:
         log_probs, state, _ = model.decode_step(token, state)
         restrict_length(log_probs, step, max_lengths[active].repeat_interleave(k), min_length)
         block_repeated_ngrams(log_probs, history, no_repeat_ngram)
-        vocab = log_probs.size(-1)
-        # The 2K best continuations of each sentence over all its beams: id = beam * V + token.
-        totals = (scores.view(-1, 1) + log_probs).view(n_active, k * vocab)
-        cand_scores, cand_ids = totals.topk(min(2 * k, k * vocab), dim=-1)
-        cand_beams, cand_tokens = cand_ids // vocab, cand_ids % vocab
-        is_eos = (cand_tokens == EOS_ID) & torch.isfinite(cand_scores)
+        cand = Candidates.best(scores, log_probs)
 
         # Finish the </s> candidates that rank among the top K of their sentence.
-        finishing = is_eos & running.unsqueeze(1)
+        finishing = cand.is_eos & running.unsqueeze(1)
         finishing[:, k:] = False
         if bool(finishing.any()):
             norm = length_penalty(step + 1, alpha)
             for a, c in finishing.nonzero().tolist():
-                row = a * k + int(cand_beams[a, c])
-                lp = float(cand_scores[a, c])
+                row = a * k + int(cand.beams[a, c])
+                lp = float(cand.scores[a, c])
                 finished[int(active[a])].append(
                     Hypothesis(history[row].tolist(), lp / norm, lp))
             for a in finishing.any(dim=1).nonzero(as_tuple=True)[0].tolist():
@@ -187,16 +183,11 @@ def beam_search(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths:
         # A sentence is done when no alive hypothesis can still enter the n_best finished
         # ones it returns: alive log-probs only fall, so with alpha = 0 this test is exact;
         # with alpha > 0 it assumes the hypothesis would end now (the usual heuristic).
-        best_alive = cand_scores.masked_fill(is_eos, NEG_INF).max(dim=1).values
+        best_alive = cand.scores.masked_fill(cand.is_eos, NEG_INF).max(dim=1).values
         bound = best_alive / length_penalty(step + 2, alpha)
         done = (bound <= nth_best[active]) | (max_lengths[active] <= step + 1)
 
-        # The K best candidates that do not end in </s> stay alive (in rank order).
-        alive = torch.argsort(is_eos.to(torch.uint8), dim=1, stable=True)[:, :k]  # [A, K]
-        scores = cand_scores.gather(1, alive).masked_fill(is_eos.gather(1, alive), NEG_INF)
-        rows = (torch.arange(n_active, device=device).unsqueeze(1) * k
-                + cand_beams.gather(1, alive)).view(-1)
-        token = cand_tokens.gather(1, alive).view(-1)
+        scores, rows, token = cand.alive(k)
         history = torch.cat([history[rows], token.unsqueeze(1)], dim=1)
 
         running = running & ~done

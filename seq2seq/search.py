@@ -194,6 +194,37 @@ def sample(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths: torc
                            drawn(temperature, top_k, top_p, generator), min_length, on_step)
 
 
+@dataclass
+class Candidates:
+    """The 2K best one-token continuations of each of A sentences over its K beams, best
+    first: scores [A, 2K], the beam each extends [A, 2K], its token [A, 2K], and whether it
+    is a possible </s> [A, 2K]."""
+
+    scores: torch.Tensor
+    beams: torch.Tensor
+    tokens: torch.Tensor
+    is_eos: torch.Tensor
+
+    @classmethod
+    def best(cls, scores: torch.Tensor, log_probs: torch.Tensor) -> Candidates:
+        """From the beams' scores [A, K] and their next-token log-probs [A*K, V]."""
+        n_seq, k = scores.shape
+        vocab = log_probs.size(-1)
+        totals = (scores.view(-1, 1) + log_probs).view(n_seq, k * vocab)  # id = beam * V + token
+        best, ids = totals.topk(min(2 * k, k * vocab), dim=-1)
+        tokens = ids % vocab
+        return cls(best, ids // vocab, tokens, (tokens == EOS_ID) & torch.isfinite(best))
+
+    def alive(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The K best that do not end in </s> (in rank order): their scores [A, K] (-inf
+        where fewer than K are left), the rows they extend [A*K] and their tokens [A*K]."""
+        alive = torch.argsort(self.is_eos.to(torch.uint8), dim=1, stable=True)[:, :k]
+        scores = self.scores.gather(1, alive).masked_fill(self.is_eos.gather(1, alive), NEG_INF)
+        first_row = torch.arange(alive.size(0), device=alive.device).unsqueeze(1) * k
+        rows = (first_row + self.beams.gather(1, alive)).view(-1)
+        return scores, rows, self.tokens.gather(1, alive).view(-1)
+
+
 @torch.no_grad()
 def beam_search(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
                 beam_size: int, alpha: float = 1.0, n_best: int = 1, min_length: int = 0,
@@ -224,17 +255,12 @@ def beam_search(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths:
         log_probs, state, _ = model.decode_step(tokens, state)  # [B*K, V]
         restrict_length(log_probs, step, row_limits, min_length)
         block_repeated_ngrams(log_probs, history, no_repeat_ngram)
-        vocab = log_probs.size(-1)
-        # The 2K best continuations of each sentence over all its beams: id = beam * V + token.
-        totals = (scores.view(-1, 1) + log_probs).view(batch, k * vocab)
-        cand_scores, cand_ids = totals.topk(min(2 * k, k * vocab), dim=-1)
-        cand_beams, cand_tokens = cand_ids // vocab, cand_ids % vocab
-        is_eos = (cand_tokens == EOS_ID) & torch.isfinite(cand_scores)
+        cand = Candidates.best(scores, log_probs)
 
         # </s> among a sentence's top K candidates finishes a hypothesis.
-        for b, c in (is_eos[:, :k] & searching.unsqueeze(1)).nonzero().tolist():
-            row = b * k + int(cand_beams[b, c])
-            log_prob = float(cand_scores[b, c])
+        for b, c in (cand.is_eos[:, :k] & searching.unsqueeze(1)).nonzero().tolist():
+            row = b * k + int(cand.beams[b, c])
+            log_prob = float(cand.scores[b, c])
             finished[b].append(Hypothesis(history[row].tolist(),
                                           log_prob / length_penalty(step + 1, alpha), log_prob))
 
@@ -243,19 +269,14 @@ def beam_search(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths:
         # the hypothesis would end now (the usual heuristic).
         nth_best = torch.tensor([_nth_best_score(hyps, n_best) for hyps in finished],
                                 device=device)
-        best_alive = cand_scores.masked_fill(is_eos, NEG_INF).max(dim=1).values
+        best_alive = cand.scores.masked_fill(cand.is_eos, NEG_INF).max(dim=1).values
         done = ((best_alive / length_penalty(step + 2, alpha) <= nth_best)
                 | (max_lengths.to(device) <= step + 1))
         searching &= ~done
         if not bool(searching.any()):
             break
 
-        # The K best candidates that do not end in </s> stay alive (in rank order).
-        alive = torch.argsort(is_eos.to(torch.uint8), dim=1, stable=True)[:, :k]  # [B, K]
-        scores = cand_scores.gather(1, alive).masked_fill(is_eos.gather(1, alive), NEG_INF)
-        rows = (torch.arange(batch, device=device).unsqueeze(1) * k
-                + cand_beams.gather(1, alive)).view(-1)
-        tokens = cand_tokens.gather(1, alive).view(-1)
+        scores, rows, tokens = cand.alive(k)
         history = torch.cat([history[rows], tokens.unsqueeze(1)], dim=1)
         state = state.select(rows)
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in finished]
