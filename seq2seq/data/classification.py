@@ -28,7 +28,7 @@ from ..files import atomic_write_text
 from ..run_directory import LABELS_FILE
 from ..tokenizers import EOS_ID, Tokenizer
 from .batching import IdColumn, pad_rows
-from .loading import TextSource, datasets_quiet, load_columns
+from .loading import TextSource, column_array, datasets_quiet, load_columns
 from .translation import tokenizer_fingerprint
 
 LABELS_FORMAT_VERSION = 1
@@ -283,10 +283,9 @@ def tokenize_labeled(texts: LabeledTexts, tokenizer: Tokenizer, labels: LabelVoc
     with datasets_quiet(True):
         encoded = texts.texts.map(encode, batched=True, batch_size=2000, features=features,
                                   new_fingerprint=fingerprint)
-    numpy = encoded.with_format("numpy")
     return LabeledCorpus(texts=encoded, ids=IdColumn.from_dataset(encoded, "ids"),
-                         labels=np.asarray(numpy["label_id"], dtype=np.int64),
-                         truncated=int(np.asarray(numpy["truncated"]).sum()),
+                         labels=column_array(encoded, "label_id").astype(np.int64),
+                         truncated=int(column_array(encoded, "truncated").sum()),
                          skipped=texts.skipped, where=texts.where)
 
 

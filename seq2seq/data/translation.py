@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 
 from ..config import DataConfig, TokenizerConfig
 from ..errors import UserError
 from ..tokenizers import Tokenizer, train_tokenizer
 from .batching import IdColumn
-from .loading import TextSource, datasets_quiet, load_columns
+from .loading import TextSource, column_array, datasets_quiet, load_columns
 
 
 def text_source(config: DataConfig, split_path: str) -> TextSource:
@@ -119,6 +118,6 @@ def tokenize_parallel(texts: datasets.Dataset, src_tokenizer: Tokenizer,
     with datasets_quiet(True):
         encoded = texts.map(encode, batched=True, batch_size=2000, features=features,
                             new_fingerprint=fingerprint)
-    truncated = int(np.asarray(encoded.with_format("numpy")["truncated"]).sum())
+    truncated = int(column_array(encoded, "truncated").sum())
     return ParallelCorpus(texts=encoded, src=IdColumn.from_dataset(encoded, "src_ids"),
                           trg=IdColumn.from_dataset(encoded, "trg_ids"), truncated=truncated)
