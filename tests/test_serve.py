@@ -462,6 +462,43 @@ def test_a_failing_job_fails_alone_in_its_batch():
     assert calls[1:] == [["a", "b"], ["boom"], ["c"]]
 
 
+def test_clients_answered_by_a_call_are_waited_for_and_a_lone_client_never_waits():
+    """After a call, the batcher waits (at most max_wait) only until as many jobs wait as were
+    active: closed-loop clients, each sending its next request once answered, stay in one
+    batch and never wait out max_wait; a lone client's requests run as soon as they arrive."""
+    sizes: list[int] = []
+
+    def run(key, inputs):
+        sizes.append(len(inputs))
+        time.sleep(0.02)
+        return inputs
+
+    async def clients(count: int, rounds: int, max_wait: float) -> list[float]:
+        batcher = Batcher("test", run, budget=1000, max_wait=max_wait)
+        batcher.start()
+        took: list[float] = []
+
+        async def client(number: int) -> None:
+            for _ in range(rounds):
+                started = time.monotonic()
+                await batcher.submit(Job("k", [number]))
+                took.append(time.monotonic() - started)
+                await asyncio.sleep(0.001 * number)  # answers travel back at different speeds
+
+        await asyncio.gather(*(client(n) for n in range(count)))
+        await batcher.stop()
+        return took
+
+    took = asyncio.run(clients(6, 6, max_wait=1.0))
+    assert sizes == [6] * 6
+    # Only the first call waited out max_wait (nothing was known then); each later request
+    # waited for the other five to come back, milliseconds, not for max_wait.
+    assert min(took[:6]) >= 1.0 and max(took[6:]) < 0.5
+    sizes.clear()
+    took = asyncio.run(clients(1, 4, max_wait=1.0))
+    assert sizes == [1] * 4 and took[0] >= 1.0 and max(took[1:]) < 0.5
+
+
 def test_the_token_budget_splits_batches_and_keys_never_mix():
     calls = []
 

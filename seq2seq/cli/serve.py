@@ -30,8 +30,9 @@ def serve(
     max_beam_size: int = typer.Option(16, help="beam_size at most."),
     max_samples: int = typer.Option(8, help="num_samples (generation) at most."),
     batch_tokens: int = typer.Option(4096, help="Source tokens gathered into one batch at most."),
-    max_wait_ms: float = typer.Option(5.0, help="How long a request waits for others to "
-                                      "batch with (milliseconds)."),
+    max_wait_ms: float = typer.Option(20.0, help="A batch waits for more requests while "
+                                      "they come this close together (milliseconds; at most "
+                                      "10x this in all)."),
     threads: int = typer.Option(0, help="CPU threads for inference; 0 = every core but one "
                                 "(which the HTTP side keeps)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),

@@ -2,11 +2,16 @@
 
 A request becomes a :class:`Job`: its inputs (texts), their cost (source tokens) and a key
 naming the options its inputs must share with the others of a batch (beam size, n-best, ...).
-The batcher waits at most ``max_wait`` seconds after the oldest waiting job for others with
-its key, up to ``budget`` tokens, then runs them as one call on the model's own worker
-thread: the event loop goes on accepting requests meanwhile, and jobs that arrive during a
-call form the next batch at once. Jobs whose key is None (a sampled generation, with its own
-seed and streaming callback) run alone.
+The batcher gathers jobs with the key of the oldest waiting one, up to ``budget`` tokens, and
+runs them as one call on the model's own worker thread, while the event loop goes on
+accepting requests. It waits for more while they keep coming: it stops once none has come
+for ``max_wait`` seconds (counted from the oldest job's arrival or the end of the previous
+call, whichever is later, and from each later arrival), after ``10 * max_wait`` in all, or
+as soon as as many jobs wait as were active when the previous call ended (its jobs and those
+waiting then). Clients that send their next request once answered come back within
+milliseconds of each other, and waiting for them keeps one batch of all of them instead of
+two halves taking turns; a lone client never waits. Jobs whose key is None (a sampled
+generation, with its own seed and streaming callback) run alone.
 
 A batch that fails is run again one job at a time, so a job that fails fails alone.
 """
@@ -44,7 +49,7 @@ class Batcher:
     """Runs the jobs of one model; ``run(key, inputs)`` is called on one worker thread."""
 
     def __init__(self, name: str, run: RunBatch, budget: int = 4096,
-                 max_wait: float = 0.005) -> None:
+                 max_wait: float = 0.02) -> None:
         self.name = name
         self.run = run
         self.budget = budget
@@ -53,6 +58,9 @@ class Batcher:
         self.waiting: list[_Waiting] = []
         self.requests = 0  # jobs run
         self.batches = 0  # calls made
+        self._ended = 0.0  # when the previous call ended (time.monotonic)
+        self._active = budget  # jobs active then: that call's and those waiting for the next
+        # (before the first call: unknown, so the first batch waits until arrivals pause)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -99,12 +107,15 @@ class Batcher:
                 await self._run(batch)
 
     async def _gather(self, first: _Waiting) -> None:
-        """Wait until ``max_wait`` after ``first`` arrived, or until its key fills the budget."""
+        """Wait for jobs with ``first``'s key while they keep coming (see the module)."""
         assert self._wake is not None  # set by start()
+        start = max(first.arrived, self._ended)
         while True:
-            remaining = first.arrived + self.max_wait - time.monotonic()
-            same = sum(w.job.cost for w in self.waiting if w.job.key == first.job.key)
-            if remaining <= 0 or same >= self.budget:
+            same = [w for w in self.waiting if w.job.key == first.job.key]
+            newest = max([start, *(w.arrived for w in same)])
+            remaining = min(newest + self.max_wait, start + 10 * self.max_wait) - time.monotonic()
+            if (remaining <= 0 or sum(w.job.cost for w in same) >= self.budget
+                    or len(same) >= self._active):
                 return
             self._wake.clear()
             try:
@@ -135,6 +146,7 @@ class Batcher:
         try:
             outputs = await loop.run_in_executor(self.executor, self.run, batch[0].job.key, inputs)
         except Exception as err:
+            self._call_ended(batch)
             if len(batch) == 1:
                 _settle(batch[0].future, error=err)
                 return
@@ -148,11 +160,16 @@ class Batcher:
                 else:
                     _settle(waiting.future, outputs)
             return
+        self._call_ended(batch)
         start = 0
         for waiting in batch:
             end = start + len(waiting.job.inputs)
             _settle(waiting.future, outputs[start:end])
             start = end
+
+    def _call_ended(self, batch: list[_Waiting]) -> None:
+        self._ended = time.monotonic()
+        self._active = len(batch) + sum(not w.future.done() for w in self.waiting)
 
 
 def _settle(future: asyncio.Future[list[Any]], result: Any = None,

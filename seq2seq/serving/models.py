@@ -69,7 +69,7 @@ def parse_model_specs(specs: list[str]) -> list[tuple[str, Path]]:
 
 
 def load_model(name: str, run_dir: Path, limits: Limits, device: str = "auto",
-               budget: int = 4096, max_wait: float = 0.005) -> ServedModel:
+               budget: int = 4096, max_wait: float = 0.02) -> ServedModel:
     """Load the run with its head's inference class and wrap it in the head's service."""
     head = head_of(run_task(run_dir), str(run_dir))
     model = head.load("inference").from_pretrained(run_dir, device=device)
