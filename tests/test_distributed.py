@@ -166,7 +166,7 @@ def test_a_dead_process_ends_the_job_or_torchrun_restarts_it(tmp_path, restarts)
     """SIGKILL rank 1 mid-run: without restarts the job ends at once with an error naming the
     rank (never a hang); with ``--max-restarts`` torchrun starts it again and it resumes from
     its last checkpoint and finishes by itself."""
-    config = translation_config(tmp_path, max_steps=140 if restarts else 100_000,
+    config = translation_config(tmp_path, max_steps=60 if restarts else 100_000,
                                 validate_every=100_000, checkpoint_every=5)
     run = tmp_path / "run"
     job = torchrun("train", config, "--run-dir", run, "-q", cwd=tmp_path,
@@ -183,7 +183,7 @@ def test_a_dead_process_ends_the_job_or_torchrun_restarts_it(tmp_path, restarts)
             kill_job(job)
     if restarts:
         assert job.returncode == 0, output
-        assert "torchrun restart 1: resuming" in output and "done: 140 steps" in output, output
+        assert "torchrun restart 1: resuming" in output and "done: 60 steps" in output, output
     else:
         assert job.returncode != 0 and "done:" not in output, output
         assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)\s+exitcode\s*:\s*-9", output), output
