@@ -11,16 +11,16 @@ import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from safetensors.torch import load_file
 
 from .cli_helpers import run_cli
+from .command_server import CommandServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNALS = [signal.SIGKILL, signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGTERM,
@@ -58,23 +58,17 @@ def harness_config(directory: Path) -> Path:
     return path
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 class Victim:
-    """A training process whose stderr is read as it runs (to know when training began)."""
+    """A training process whose stderr is read as it runs (to know when training began): a
+    fork of the command server, which imported torch once for all of them; its SIGINT
+    handler is Python's own, as a terminal gives it (a shell runs background jobs such as
+    `make test &` with SIGINT ignored, which a fresh process would inherit)."""
 
-    def __init__(self, config: Path, run: Path) -> None:
+    def __init__(self, server: CommandServer, config: Path, run: Path) -> None:
         resume = (run / "run.json").is_file()
-        command = [sys.executable, str(ROOT / "cli.py"), "train", "-q", "--run-dir", str(run)]
+        command = ["train", "-q", "--run-dir", str(run)]
         command += ["--resume"] if resume else [str(config)]
-        # SIGINT as a terminal gives it: a shell runs background jobs (`make test &`) with
-        # SIGINT ignored, and the child would inherit that and shrug off a Ctrl-C in set-up
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                        preexec_fn=_default_sigint)
+        self.process = server.spawn(command, run.parent, dict(os.environ))
         self.lines: list[str] = []
         self.training = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -118,7 +112,14 @@ def without_timings(text: str) -> str:
     return re.sub(r"\[[0-9.]+ s\]", "", text)
 
 
-def test_signals_at_random_moments_then_resume_equal_an_uninterrupted_run(tmp_path):
+@pytest.fixture
+def server(tmp_path):
+    server = CommandServer(tmp_path, dict(os.environ))
+    yield server
+    server.close()
+
+
+def test_signals_at_random_moments_then_resume_equal_an_uninterrupted_run(tmp_path, server):
     config = harness_config(tmp_path)
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     result = run_cli("train", config, "--run-dir", whole, "-q")
@@ -129,7 +130,7 @@ def test_signals_at_random_moments_then_resume_equal_an_uninterrupted_run(tmp_pa
     outputs: list[str] = []  # the end of each victim's output, for a failure's message
     for signum in SIGNALS:
         done = last_logged_step(stopped)
-        victim = Victim(config, stopped)
+        victim = Victim(server, config, stopped)
         if rng.random() < 0.2:  # now and then during set-up (data, tokenizer, model)
             victim.training.wait(timeout=120)
             time.sleep(rng.uniform(0.0, 0.05))
@@ -154,7 +155,7 @@ def test_signals_at_random_moments_then_resume_equal_an_uninterrupted_run(tmp_pa
         if code == 0:
             break
     else:
-        victim = Victim(config, stopped)
+        victim = Victim(server, config, stopped)
         code = victim.finish()
         assert code == 0, "".join(victim.lines)
     graceful = [s for s in seen if s.split("->")[1].isdigit() and int(s.split("->")[1]) > 0]

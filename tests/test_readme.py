@@ -11,7 +11,9 @@ The README marks the fenced blocks this test runs with an HTML comment on the li
                                   runs the same commands
 
 Blocks run in order, in a scratch directory holding links to the checkout's ``configs/`` and
-``data/``, with the ``seq2seq`` command on the PATH (what ``source .venv/bin/activate`` gives).
+``data/``, with a ``seq2seq`` command on the PATH (what ``source .venv/bin/activate`` gives):
+each one is a real process, forked from a server that imported torch once
+(``tests/command_server.py``), so the examples do not spend a minute starting Python.
 Unmarked blocks (``make demo``, ``make test``, the activate line) are not run here.
 """
 
@@ -25,6 +27,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from .command_server import CommandServer
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -89,18 +93,14 @@ def workdir(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     slice_lines(data / "sst2" / "dev.tsv", tiny / "sst2_dev.tsv", 40)
     slice_lines(data / "tiny-shakespeare" / "input.txt", tiny / "shakespeare.txt", 600)
 
-    bin_dir = Path(sys.executable).parent
-    if not (bin_dir / "seq2seq").is_file():  # a Python without the installed entry point
-        bin_dir = directory / "bin"
-        bin_dir.mkdir()
-        shim = bin_dir / "seq2seq"
-        shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} '
-                        f'{shlex.quote(str(ROOT / "cli.py"))} "$@"\n', encoding="utf-8")
-        shim.chmod(0o755)
+    bin_dir = directory / "bin"
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
            "SEQ2SEQ_CACHE_DIR": str(directory / "cache")}
-    return directory, env
+    server = CommandServer(directory, env)
+    server.shim(bin_dir)
+    yield directory, env
+    server.close()
 
 
 def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
