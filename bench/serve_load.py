@@ -238,17 +238,17 @@ def main() -> None:
         row["vs_one_client"] = (round(row["sentences_per_s"] / one["sentences_per_s"], 2)
                                 if one and one["sentences_per_s"] else None)
         row["vs_offline"] = round(row["sentences_per_s"] / result["offline"]["sentences_per_s"], 2)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(f"offline: {result['offline']['sentences_per_s']} sentences/s "
           f"({result['offline']['sentences']} sentences, beam {args.beam_size})")
     print("clients  sentences/s  p50 ms  p99 ms  batch  x1 client  x offline  errors")
     for r in result["levels"]:
         print(f"{r['clients']:>7}  {r['sentences_per_s']:>11}  {r['p50_ms']:>6}  {r['p99_ms']:>6}  "
-              f"{r['mean_batch_requests']:>5}  {r['vs_one_client']:>9}  {r['vs_offline']:>9}  "
+              f"{r['mean_batch_requests']:>5}  {r['vs_one_client'] or '-':>9}  {r['vs_offline']:>9}  "
               f"{r['errors']:>6}")
     print("server RSS (MiB) after N requests: " + ", ".join(
         f"{m['requests']}: {m['rss_mib']}" for m in result["server_rss_mib"]))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
