@@ -72,7 +72,7 @@ def _run_command(message: dict, streams: list[int]) -> None:
     main_module.__spec__ = main_module.__package__ = None  # the program after sys.argv[0] then)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    code = 1
+    code, interrupted = 1, False
     try:
         from seq2seq.cli import main
         main()
@@ -82,15 +82,19 @@ def _run_command(message: dict, streams: list[int]) -> None:
             code = done.code or 0
         else:
             print(done.code, file=sys.stderr)
-    except BaseException:  # what an uncaught exception prints in a fresh process
+    except BaseException as error:  # what an uncaught exception prints in a fresh process
         import traceback
         traceback.print_exc()
+        interrupted = isinstance(error, KeyboardInterrupt)
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (BrokenPipeError, ValueError):
                 pass
+        if interrupted:  # as CPython ends after an uncaught KeyboardInterrupt: by SIGINT
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
         os._exit(code)
 
 
