@@ -22,7 +22,6 @@ from safetensors.torch import load_file
 from .cli_helpers import run_cli
 from .command_server import CommandServer
 
-ROOT = Path(__file__).resolve().parents[1]
 SIGNALS = [signal.SIGKILL, signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGTERM,
            signal.SIGINT]
 MAX_STEPS = 100
