@@ -71,7 +71,8 @@ def serve(
         models[name] = load_model(name, run_dir, limits, device, batch_tokens, max_wait_ms / 1000)
         console.print(f"{name}: {models[name].head.task} model from {run_dir}")
     where = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-    console.print(f"serving {len(models)} model(s) on {where} ({used} threads); page: {where}/, "
+    threads_used = f"{used} thread{'s' if used != 1 else ''}"
+    console.print(f"serving {len(models)} model(s) on {where} ({threads_used}); page: {where}/, "
                   f"API: {where}/docs{'; API key required' if api_key else ''}")
     uvicorn.run(create_app(models, limits, api_key), host=host, port=port, log_level="info",
                 timeout_graceful_shutdown=60)

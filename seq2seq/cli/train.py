@@ -79,7 +79,7 @@ def train(
         threads = configure_threads(config.training.num_threads, process.local_world_size)
         seed_everything(config.training.seed)
         console.print(f"seq2seq {__version__}: {config.task} '{config.name}' -> {run.path} "
-                      f"on {torch_device} ({threads} threads"
+                      f"on {torch_device} ({threads} thread{'s' if threads != 1 else ''}"
                       f"{f' x {process.world_size} processes' if process.distributed else ''})")
         # Rank 0 sets the run up (checks, tokenizers, config); the others then read it.
         failed: BaseException | None = None
