@@ -608,6 +608,10 @@ def test_classify_and_evaluate_refuse_bad_input(tmp_path):
     assert_user_error(run_cli("classify", run, "--top-k", "0", "x"), "--top-k", ">= 1")
     assert_user_error(run_cli("classify", tmp_path / "nope", "x"), "run directory not found")
     assert_user_error(run_cli("classify", run, "--input", tmp_path / "none.txt"), "none.txt")
+    (tmp_path / "texts.txt").write_text("w1 good\n")
+    assert_user_error(run_cli("classify", run, "--input", tmp_path / "texts.txt", "--output",
+                              tmp_path / "texts.txt"), "is the --input file")
+    assert (tmp_path / "texts.txt").read_text() == "w1 good\n"
     assert_user_error(run_cli("classify", run, "--checkpoint", tmp_path / "w.safetensors", "x"),
                       "w.safetensors")
     unseen = write_tsv(tmp_path / "test.tsv", [*GOOD[:3], ("w1 good", "[meh]")])

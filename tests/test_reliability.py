@@ -391,6 +391,16 @@ def test_output_locations_are_checked_before_the_work(trained, tmp_path):
     assert_user_error(run_cli("evaluate", trained, "--batch-size", "0"), "--batch-size")
 
 
+def test_the_input_file_is_never_the_output(trained, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("1 2\n3 4\n")
+    (tmp_path / "link.txt").symlink_to(source)
+    for output in (source, tmp_path / "link.txt", tmp_path / "." / "in.txt"):
+        assert_user_error(run_cli("translate", trained, "--input", source, "--output", output),
+                          "--output", "is the --input file")
+    assert source.read_text() == "1 2\n3 4\n"
+
+
 def test_an_unwritable_location_is_a_one_line_error(trained, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "out.txt"))

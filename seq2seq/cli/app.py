@@ -122,10 +122,16 @@ def _writable_ancestor(path: Path, option: str) -> None:
         raise UserError(f"{option} {path}: cannot write in {parent} (permission denied)")
 
 
-def check_output_file(path: Path | None, option: str = "--output") -> None:
-    """Before any work: ``path`` can be written as a file."""
+def check_output_file(path: Path | None, option: str = "--output",
+                      input_file: Path | None = None) -> None:
+    """Before any work: ``path`` can be written as a file, and is not ``input_file``
+    (the command's --input: writing the output there would destroy it)."""
     if path is None:
         return
+    if (input_file is not None and path.exists() and input_file.exists()
+            and os.path.samefile(path, input_file)):
+        raise UserError(f"{option} {path} is the --input file: writing there would replace "
+                        "what is being read; choose another output file")
     if str(path).endswith(("/", os.sep)) or path.is_dir():
         raise UserError(f"{option} {path}: expected a file name, got a folder")
     if path.exists() and not os.access(path, os.W_OK):

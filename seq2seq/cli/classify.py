@@ -49,7 +49,7 @@ def classify(
         raise UserError(f"--top-k must be >= 1, got {top_k}")
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    check_output_file(output)
+    check_output_file(output, input_file=input_file)
     configure_threads(0)
     lines = read_inputs(texts, input_file)
     classifier = Classifier.from_pretrained(run_dir, device=device, weights=checkpoint)

@@ -44,7 +44,7 @@ def translate(
     from ..runtime import configure_threads
     from ..translator import Translator
 
-    check_output_file(output)
+    check_output_file(output, input_file=input_file)
     configure_threads(0)
     lines = read_inputs(sentences, input_file)
     translator = Translator.from_pretrained(run_dir, device=device, weights=checkpoint)
