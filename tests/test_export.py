@@ -317,9 +317,15 @@ def test_export_refuses_an_existing_folder_without_overwrite(translation_run, tm
     earlier = tmp_path / "earlier"
     assert run_cli("export", translation_run, "--output", earlier).exit_code == 0
     (earlier / "stale.onnx").write_bytes(b"old")
+    (earlier / "eval").mkdir()  # what `seq2seq evaluate` writes into an export
+    (earlier / "deploy-notes.txt").write_text("mine", encoding="utf-8")
+    assert_user_error(run_cli("export", translation_run, "--output", earlier, "--overwrite"),
+                      "did not write", "deploy-notes.txt")
+    assert (earlier / "deploy-notes.txt").exists() and (earlier / "stale.onnx").exists()
+    (earlier / "deploy-notes.txt").unlink()
     result = run_cli("export", translation_run, "--output", earlier, "--overwrite")
     assert result.exit_code == 0, result.output
-    assert not (earlier / "stale.onnx").exists()
+    assert not (earlier / "stale.onnx").exists() and not (earlier / "eval").exists()
 
 
 def test_export_refuses_a_run_without_a_model_or_still_training(translation_run, tmp_path):

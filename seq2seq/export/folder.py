@@ -17,6 +17,7 @@ there; a missing or damaged file is a one-line :class:`UserError` naming it.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,13 @@ MANIFEST_KEYS = ("format", "format_version", "head", "seq2seq_version", "opset",
                  "special_tokens")
 
 
+# What seq2seq writes into an export folder (``eval`` by ``seq2seq evaluate``, temporaries by
+# atomic writes); --overwrite refuses a folder holding anything else.
+EXPORT_ENTRIES = re.compile(
+    r"(manifest\.json|README\.md|config\.yaml|labels\.json|conditions\.json|"
+    r"(joint|src|trg|text)\.(json|model)|[^/]+\.onnx(\.data)?|eval|\..*\.tmp|\.partial_.*)")
+
+
 def is_export_dir(path: str | Path) -> bool:
     """True for a folder with no run.json that holds a manifest.json or a graph: an export
     (perhaps a damaged one, which reading it then reports), not a run directory."""
@@ -47,7 +55,8 @@ def is_export_dir(path: str | Path) -> bool:
 
 def check_output(output: Path, overwrite: bool) -> None:
     """Before any work: ``output`` may be written. An existing folder is replaced only with
-    ``overwrite``, and only if it is an earlier export or empty (never a user's own folder)."""
+    ``overwrite``, and only if it is empty or an earlier export holding nothing seq2seq did not
+    write (never a user's own folder or files)."""
     if not output.exists() and not output.is_symlink():
         return
     if not overwrite:
@@ -57,6 +66,11 @@ def check_output(output: Path, overwrite: bool) -> None:
     if any(output.iterdir()) and not is_export_dir(output):
         raise UserError(f"--output {output}: not an export folder (no {MANIFEST_FILE}); "
                         "not replacing it, choose another --output")
+    foreign = sorted(p.name for p in output.iterdir() if not EXPORT_ENTRIES.fullmatch(p.name))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise UserError(f"--output {output}: holds files seq2seq did not write ({shown}); "
+                        "move them away or choose another --output")
 
 
 @contextmanager
