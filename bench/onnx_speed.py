@@ -83,7 +83,7 @@ def child(where: Path, threads: int, batches: list[int], beams: list[int], limit
     loaded = time.perf_counter() - STARTED
     if load_only:
         return {"loaded_seconds": round(loaded, 3)}
-    texts = load_parallel(translator.config.data, "test", drop_empty=False)
+    texts = load_parallel(translator.config.data, "test")
     sources, references = texts["src"][:limit or None], texts["trg"][:limit or None]
     runs = []
     for batch in batches:

@@ -132,7 +132,7 @@ def main() -> None:
     result["training"]["target padding"] = f"{100 * (1 - real / padded):.1f} %"
 
     translator = Translator.from_pretrained(args.run_dir, device="cpu")
-    sources = load_parallel(config.data, "test", drop_empty=False)["src"][: args.sentences]
+    sources = load_parallel(config.data, "test")["src"][: args.sentences]
     for beam in (5, 1):
         translator.translate(sources[:64], beam_size=beam, batch_size=64, amp=False)
         prof, wall, _ = profiled(lambda beam=beam: len(translator.translate(

@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     model = Translator.from_pretrained(args.run_dir, device="cpu")
-    sources = load_parallel(model.config.data, "test", drop_empty=False)["src"]
+    sources = load_parallel(model.config.data, "test")["src"]
     sources = sources[: args.limit or None]
     result: dict[str, dict[str, float]] = {}
     for beam, names in VARIANTS.items():

@@ -47,7 +47,7 @@ def load_sentences(run_dir: Path, input_file: Path | None, limit: int) -> list[s
         from seq2seq.pretrained import open_run
 
         _, config = open_run(run_dir, "translation")
-        lines = list(load_parallel(config.data, "test", drop_empty=False)["src"])
+        lines = list(load_parallel(config.data, "test")["src"])
     sentences = [line for line in lines if line.strip()]
     if not sentences:
         sys.exit("error: no sentences to send")

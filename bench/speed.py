@@ -58,7 +58,7 @@ def decode(run_dir: Path, beam: int, amp: bool) -> dict:
 
     configure_threads(0)  # as `seq2seq translate` does: every free core, following the load
     translator = Translator.from_pretrained(run_dir, device="cpu")
-    texts = load_parallel(translator.config.data, "test", drop_empty=False)
+    texts = load_parallel(translator.config.data, "test")
     sources, references = texts["src"], texts["trg"]
     started = time.perf_counter()
     hypotheses = translator.translate(sources, beam_size=beam, batch_size=64, amp=amp)

@@ -66,7 +66,7 @@ class DataConfig:
     condition: Field = ""  # language model: the column that conditions generation ("" = none)
     max_length: int = 256  # classification: tokens kept per text; language model (lines): per line
     truncation: Literal["head", "tail", "head_tail"] = "head"  # which part of a long text to keep
-    bad_rows: Literal["error", "skip"] = "error"  # rows without text or label: stop, or skip and count
+    bad_rows: Literal["error", "skip"] = "error"  # empty text, label or pair side: stop, or skip and count
     # language modelling
     lm_mode: Literal["stream", "lines"] = "stream"  # one running text (truncated BPTT) or separate lines
     bptt: int = 128  # stream mode: tokens per training window; the state carries across windows

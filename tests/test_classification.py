@@ -608,6 +608,9 @@ def test_classify_and_evaluate_refuse_bad_input(tmp_path):
     assert_user_error(run_cli("classify", run, "--top-k", "0", "x"), "--top-k", ">= 1")
     assert_user_error(run_cli("classify", tmp_path / "nope", "x"), "run directory not found")
     assert_user_error(run_cli("classify", run, "--input", tmp_path / "none.txt"), "none.txt")
+    (tmp_path / "header.tsv").write_text("text\tlabel\n")
+    assert_user_error(run_cli("evaluate", run, "--data", tmp_path / "header.tsv"), "header.tsv",
+                      "no rows")
     (tmp_path / "texts.txt").write_text("w1 good\n")
     assert_user_error(run_cli("classify", run, "--input", tmp_path / "texts.txt", "--output",
                               tmp_path / "texts.txt"), "is the --input file")

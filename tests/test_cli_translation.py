@@ -222,6 +222,9 @@ def test_empty_training_set_after_filtering(tmp_path):
     config = tiny_config(tmp_path)
     (tmp_path / "train.tsv").write_text("src\ttrg\n\t\n  \tx\n", encoding="utf-8")
     result = run_cli("train", config, "--run-dir", tmp_path / "run")
+    assert_user_error(result, "train.tsv line 2", "empty source", "data.bad_rows: skip")
+    result = run_cli("train", config, "--run-dir", tmp_path / "run", "--set",
+                     "data.bad_rows=skip")
     assert_user_error(result, "train.tsv", "no sentence pairs left")
     assert not (tmp_path / "run").exists()
 

@@ -22,6 +22,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from seq2seq.config import load_config
+from seq2seq.errors import UserError
 from seq2seq.run_directory import RunDirectory, load_weights, read_jsonl
 
 from .cli_helpers import assert_user_error, run_cli
@@ -411,14 +412,31 @@ def test_an_unwritable_location_is_a_one_line_error(trained, tmp_path, monkeypat
 
 
 def test_a_csv_row_with_more_fields_than_the_header_is_an_error(tmp_path):
-    from seq2seq.data.translation import load_parallel
+    from seq2seq.data.translation import load_training_pairs
 
     path = tmp_path / "pairs.csv"
     path.write_text("src,trg\nHola,Hello\nHola, amigo,Hello friend\n", encoding="utf-8")
     config = load_config(translation_config(tmp_path), [f"data.train={path}"]).data
     with pytest.raises(Exception) as caught:
-        load_parallel(config, "train", drop_empty=True)
+        load_training_pairs(config)
     assert "line 3" in str(caught.value) and "quoted" in str(caught.value)
+
+
+def test_a_training_pair_with_an_empty_side_is_an_error_or_skipped_and_counted(tmp_path):
+    from seq2seq.data.translation import load_training_pairs
+
+    path = tmp_path / "pairs.tsv"
+    path.write_text("src\ttrg\nHola\tHello\n\tHi\nAdios\tBye\nSi\t \n", encoding="utf-8")
+    config = load_config(translation_config(tmp_path), [f"data.train={path}"]).data
+    with pytest.raises(UserError, match=r"pairs.tsv line 3: empty source .*data.bad_rows: skip"):
+        load_training_pairs(config)
+    config.bad_rows = "skip"
+    texts, skipped = load_training_pairs(config)
+    assert skipped == 2 and texts["src"] == ["Hola", "Adios"] and texts["trg"] == ["Hello", "Bye"]
+    path.write_text("src\ttrg\nHola\tHello\nSi\t \n", encoding="utf-8")
+    config.bad_rows = "error"
+    with pytest.raises(UserError, match=r"pairs.tsv line 3: empty target \(data.trg: 'trg'\)"):
+        load_training_pairs(config)
 
 
 def test_several_processes_without_torchrun_are_refused(tmp_path, monkeypatch):

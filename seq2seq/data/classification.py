@@ -28,7 +28,7 @@ from ..files import atomic_write_text
 from ..run_directory import LABELS_FILE
 from ..tokenizers import EOS_ID, Tokenizer
 from .batching import IdColumn, pad_rows
-from .loading import TextSource, column_array, datasets_quiet, load_columns
+from .loading import TextSource, column_array, datasets_quiet, is_blank, load_columns
 from .translation import tokenizer_fingerprint
 
 LABELS_FORMAT_VERSION = 1
@@ -125,10 +125,12 @@ def load_labeled(config: DataConfig, path: str) -> LabeledTexts:
     with datasets_quiet(True):
         texts = texts.map(_strip_labels, batched=True, batch_size=10_000,
                           new_fingerprint=_hash(texts._fingerprint, "strip labels v1"))
+    if len(texts) == 0:
+        raise UserError(f"{where}: no rows (a header at most); expected texts with labels")
     loaded = LabeledTexts(texts, where, unit=unit)
     table = texts.with_format("arrow")[:]
-    no_text = _is_blank(table.column("text"))
-    no_label = _is_blank(table.column("label"))
+    no_text = is_blank(table.column("text"))
+    no_label = is_blank(table.column("label"))
     bad = no_text | no_label
     if not bad.any():
         return loaded
@@ -205,11 +207,6 @@ def label_names(texts: LabeledTexts) -> LabelVocabulary:
 
 def _strip_labels(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return {"label": [label.strip() for label in batch["label"]]}
-
-
-def _is_blank(column: Any) -> np.ndarray:
-    stripped = pc.utf8_trim_whitespace(column)
-    return np.asarray(pc.equal(stripped, "").to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _hash(*parts: str) -> str:

@@ -23,6 +23,7 @@ from typing import IO, Any, cast
 import datasets
 import datasets.exceptions
 import numpy as np
+import pyarrow.compute as pc
 from datasets.utils import logging as ds_logging
 
 from seq2seq.errors import UserError
@@ -572,3 +573,9 @@ def _stringify_batch(batch: dict[str, list[Any]], indices: list[int], keys: list
     if line_numbers:
         out["line"] = [i + 1 for i in indices]
     return out
+
+
+def is_blank(column: Any) -> np.ndarray:
+    """[N] bool: which strings of an Arrow column are empty or only whitespace."""
+    stripped = pc.utf8_trim_whitespace(column)
+    return np.asarray(pc.equal(stripped, "").to_numpy(zero_copy_only=False), dtype=bool)

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 
 from ..config import DataConfig, TokenizerConfig
 from ..errors import UserError
 from ..tokenizers import Tokenizer, train_tokenizer
 from .batching import IdColumn
-from .loading import TextSource, column_array, datasets_quiet, load_columns
+from .loading import TextSource, column_array, datasets_quiet, is_blank, load_columns
 
 
 def text_source(config: DataConfig, split_path: str) -> TextSource:
@@ -31,18 +32,39 @@ def text_source(config: DataConfig, split_path: str) -> TextSource:
                       header=config.header)
 
 
-def load_parallel(config: DataConfig, split: str, *, drop_empty: bool) -> datasets.Dataset:
-    """Columns ``src``/``trg`` of one split; optionally drop pairs with an empty side."""
+def load_parallel(config: DataConfig, split: str) -> datasets.Dataset:
+    """Columns ``src``/``trg`` of one split, every row as it is (an empty source translates to
+    an empty output)."""
     path = getattr(config, split)
     if not path:
         raise UserError(f"data.{split} is not set in the config")
-    texts = load_columns(text_source(config, path), ("src", "trg"))
-    if drop_empty:
+    return load_columns(text_source(config, path), ("src", "trg"))
+
+
+def load_training_pairs(config: DataConfig) -> tuple[datasets.Dataset, int]:
+    """The training pairs and how many were skipped: a pair with an empty side is an error
+    naming its line, or, with ``data.bad_rows: skip``, dropped and counted."""
+    path = config.train
+    texts = load_columns(text_source(config, path), ("src", "trg"), line_numbers=True)
+    table = texts.with_format("arrow")[:]
+    no_src, no_trg = is_blank(table.column("src")), is_blank(table.column("trg"))
+    bad = no_src | no_trg
+    skipped = int(bad.sum())
+    if skipped and config.bad_rows == "error":
+        first = int(np.flatnonzero(bad)[0])
+        where = (f"hub dataset {config.hub_name!r} split {path!r} row" if config.format == "hub"
+                 else f"{path} line")
+        side = f"source (data.src: {config.src!r})" if no_src[first] else \
+            f"target (data.trg: {config.trg!r})"
+        raise UserError(f"{where} {texts[first]['line']}: empty {side}; fix the pair, or set "
+                        "data.bad_rows: skip to skip such pairs")
+    if skipped == len(texts):
+        raise UserError(f"{path}: no sentence pairs"
+                        + (" left after skipping those with an empty side" if skipped else ""))
+    if skipped:
         with datasets_quiet(True):
-            texts = texts.filter(lambda row: bool(row["src"].strip()) and bool(row["trg"].strip()))
-        if len(texts) == 0:
-            raise UserError(f"{path}: no sentence pairs left after dropping empty ones")
-    return texts
+            texts = texts.select(np.flatnonzero(~bad))
+    return texts.remove_columns("line"), skipped
 
 
 def train_tokenizers(texts: datasets.Dataset, config: TokenizerConfig,

@@ -87,7 +87,7 @@ def _read_test_data(request: EvaluateRequest, config: Config
         split = "test" if request.data else request.split
         data = _with_split(config.data, split, str(request.data)) if request.data else config.data
         described = str(request.data) if request.data else f"{split}: {getattr(data, split)}"
-        texts = load_parallel(data, split, drop_empty=False)
+        texts = load_parallel(data, split)
         sources, references = texts["src"], texts["trg"]
         files = _split_files(data, split)
     if not sources:

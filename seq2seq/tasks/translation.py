@@ -11,7 +11,13 @@ from rich.console import Console
 
 from ..config import Config
 from ..data.batching import BucketBatchSampler, TranslationBatch, make_translation_batch
-from ..data.translation import ParallelCorpus, load_parallel, tokenize_parallel, train_tokenizers
+from ..data.translation import (
+    ParallelCorpus,
+    load_parallel,
+    load_training_pairs,
+    tokenize_parallel,
+    train_tokenizers,
+)
 from ..metrics.translation import score_translations
 from ..models.functional import sequence_loss
 from ..models.translation import TranslationModel
@@ -53,8 +59,8 @@ class TranslationTask:
               console: Console, process: ProcessInfo = ProcessInfo()) -> TranslationTask:
         """Load and tokenize the data; train the tokenizers (fresh run) or load them (resume)."""
         data = config.data
-        train_texts = load_parallel(data, "train", drop_empty=True)
-        dev_texts = load_parallel(data, "dev", drop_empty=False)
+        train_texts, skipped = load_training_pairs(data)
+        dev_texts = load_parallel(data, "dev")
         if resume or not process.is_main:  # (rank 0 trained and saved them before the others start)
             src_tok, trg_tok = load_tokenizers(run, config)
         else:
@@ -66,8 +72,10 @@ class TranslationTask:
                                 data.max_trg_length)
         vocab = (f"joint vocabulary {src_tok.vocab_size}" if src_tok is trg_tok else
                  f"vocabularies {src_tok.vocab_size} / {trg_tok.vocab_size}")
+        dropped = f", {skipped:,} with an empty side skipped" if skipped else ""
         console.print(f"data: {len(train):,} training pairs ({train.truncated:,} truncated to "
-                      f"{data.max_src_length}/{data.max_trg_length} tokens), {len(dev):,} dev "
+                      f"{data.max_src_length}/{data.max_trg_length} tokens{dropped}), "
+                      f"{len(dev):,} dev "
                       f"pairs; {config.tokenizer.kind} {vocab}")
         return cls(config, train, dev, src_tok, trg_tok, device, process)
 
