@@ -397,7 +397,8 @@ def test_cli_evaluate_reports_perplexity_and_bpc(shakespeare_run, tmp_path):
     default = run_cli("evaluate", shakespeare_run)
     assert default.exit_code == 0, default.output
     assert "evaluating on the dev split" in default.output
-    assert (shakespeare_run / "eval" / "test" / "metrics.json").is_file()
+    assert (shakespeare_run / "eval" / "dev" / "metrics.json").is_file()  # filed as what it is
+    assert not (shakespeare_run / "eval" / "test").exists()
 
 
 def test_cli_prompt_outside_the_vocabulary_falls_back_to_unknown(shakespeare_run):

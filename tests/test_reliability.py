@@ -93,6 +93,15 @@ def test_overwrite_refuses_a_run_holding_foreign_files(trained, tmp_path):
     assert (run / "notes.txt").is_file() and (run / "model.safetensors").is_file()
 
 
+def test_resume_and_overwrite_together_are_refused(trained, tmp_path):
+    run = copy_run(trained, tmp_path)
+    before = weights(run / "model.safetensors")
+    assert_user_error(run_cli("train", translation_config(tmp_path), "--run-dir", run,
+                              "--resume", "--overwrite"), "--resume", "--overwrite")
+    assert weights(run / "model.safetensors").keys() == before.keys()
+    assert all(torch.equal(weights(run / "model.safetensors")[k], v) for k, v in before.items())
+
+
 def test_a_failed_overwrite_keeps_the_old_run_and_a_good_one_replaces_it(trained, tmp_path):
     run = copy_run(trained, tmp_path)
     before = weights(run / "model.safetensors")

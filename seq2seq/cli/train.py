@@ -54,6 +54,8 @@ def train(
     from ..training.distributed import ProcessInfo, process_device, process_group
     from ..training.trainer import Trainer, TrainingInterrupted
 
+    if resume and overwrite:
+        raise UserError("--resume continues a run and --overwrite replaces it: give one of them")
     if config_path is None:
         if not resume:
             raise UserError("give a CONFIG file to train (or --resume --run-dir RUN to continue "

@@ -69,7 +69,8 @@ def _held_out(request: EvaluateRequest, generator: Generator, out: Output
     if split == "test" and not data.test:
         split = "dev"  # e.g. tiny Shakespeare: its only held-out text is the dev part
         out.note("note: data.test is not set in the run's config; evaluating on the "
-                      "dev split (or give --data FILE)")
+                 "dev split (or give --data FILE)")
+        request.split = split  # so the results are filed under eval/dev, not eval/test
     path = getattr(data, split) or data.train  # a dev split may be the tail of train
     texts = load_split(data, split)
     if len(texts) == 0:
