@@ -189,8 +189,8 @@ class Generator:
         options = self.generation_options(
             max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
             greedy=greedy, beam_size=beam_size, num_samples=num_samples)
-        if seed is not None and not 0 <= seed < 2**64:
-            raise UserError(f"seed (--seed) must be in [0, 2^64), got {seed}")
+        if seed is not None and not 0 <= seed < 2**63:  # as the server's JSON takes it
+            raise UserError(f"seed (--seed) must be in [0, 2^63), got {seed}")
         condition_tensor = self._condition(condition)
         context = [self.start] + self._encode_prompt(prompt)
         beam = not options.greedy and options.beam_size > 1

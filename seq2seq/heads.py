@@ -18,6 +18,7 @@ from .errors import UserError
 @dataclass(frozen=True)
 class Head:
     task: str  # the config's ``task`` and run.json's
+    model: str  # what messages call its model: "a translation model"
     description: str
     command: str  # the command that uses its runs
     training: str  # the trainer's TrainingTask: ``.setup(config, run, resume, device, console, process)``
@@ -35,7 +36,7 @@ class Head:
 
 HEADS: dict[str, Head] = {
     "translation": Head(
-        task="translation", command="translate",
+        task="translation", command="translate", model="translation model",
         description="many-to-many: an encoder-decoder translator, optional Bahdanau/Luong attention",
         training="seq2seq.tasks.translation:TranslationTask",
         inference="seq2seq.translator:Translator",
@@ -44,7 +45,7 @@ HEADS: dict[str, Head] = {
         service="seq2seq.serving.translation:TranslationService",
         export="seq2seq.export.onnx:translation_graphs"),
     "classification": Head(
-        task="classification", command="classify",
+        task="classification", command="classify", model="classification model",
         description="many-to-one: a text classifier over the shared encoder",
         training="seq2seq.tasks.classification:ClassificationTask",
         inference="seq2seq.classifier:Classifier",
@@ -53,7 +54,7 @@ HEADS: dict[str, Head] = {
         service="seq2seq.serving.classification:ClassificationService",
         export="seq2seq.export.onnx:classification_graphs"),
     "language_model": Head(
-        task="language_model", command="generate",
+        task="language_model", command="generate", model="language model",
         description="one-to-many: a language model / text generator, optionally conditioned",
         training="seq2seq.tasks.language_model:LanguageModelTask",
         inference="seq2seq.generator:Generator",

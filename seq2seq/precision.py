@@ -253,7 +253,8 @@ def resolve_mixed_precision(setting: bool | str, device: torch.device, model: nn
     if setting != "auto":
         enabled = bool(setting)
         name = low if enabled else "float32"
-        return PrecisionChoice(enabled, name, f"precision for {mode}: {name} (set to {enabled})")
+        return PrecisionChoice(enabled, name, f"precision for {mode}: {name} (set to "
+                               f"{'true' if enabled else 'false'}, not auto)")
     if device.type == "cuda":
         return PrecisionChoice(True, "float16", f"precision auto for {mode}: float16 (CUDA)",
                                auto=True)

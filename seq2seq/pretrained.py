@@ -22,8 +22,8 @@ def open_run(run_dir: str | Path, task: str | None = None) -> tuple[RunDirectory
     info = run.read_run_info()
     found = str(info.get("task"))
     if task is not None and found != task:
-        raise UserError(f"{run.path} holds a {found} model, not a {task} model "
-                        f"(use `seq2seq {head_of(found).command}`)")
+        raise UserError(f"{run.path} holds a {head_of(found).model}, not a "
+                        f"{head_of(task).model} (use `seq2seq {head_of(found).command}`)")
     return run, load_run_config(run)
 
 

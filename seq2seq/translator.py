@@ -203,5 +203,8 @@ class Translator:
         merged = dataclasses.replace(self.config.decoding, **chosen)
         raw = self.config.to_dict()
         raw["decoding"] = dataclasses.asdict(merged)
-        config_from_dict(raw, source="decoding options")  # same checks as a config file
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items() if v is not None)
+        # The same checks as a config file: "decoding options (beam_size=0): decoding.beam_size
+        # must be >= 1" (--beam-size on the command line).
+        config_from_dict(raw, source=f"decoding options ({given})")
         return merged

@@ -594,7 +594,7 @@ def test_init_from_a_run_that_is_not_a_language_model(tmp_path):
     raw["model"]["init_from"] = str(tmp_path / "lm")
     config.write_text(yaml.safe_dump(raw))
     assert_train_refused(tmp_path, config, "model.init_from", "translation run",
-                         "not a language_model or classification run")
+                         "not a language model's or a classifier's")
     raw["model"]["init_from"] = str(tmp_path / "nowhere")
     config.write_text(yaml.safe_dump(raw))
     assert_train_refused(tmp_path, config, "run directory not found", "nowhere")
@@ -608,6 +608,9 @@ def test_classify_and_evaluate_refuse_bad_input(tmp_path):
     assert_user_error(run_cli("classify", run, "--top-k", "0", "x"), "--top-k", ">= 1")
     assert_user_error(run_cli("classify", tmp_path / "nope", "x"), "run directory not found")
     assert_user_error(run_cli("classify", run, "--input", tmp_path / "none.txt"), "none.txt")
+    (tmp_path / "reviews.txt").write_text("w1 good\n")
+    assert_user_error(run_cli("evaluate", run, "--data", tmp_path / "reviews.txt"),
+                      "reviews.txt", "plain text file has no labels")
     (tmp_path / "header.tsv").write_text("text\tlabel\n")
     assert_user_error(run_cli("evaluate", run, "--data", tmp_path / "header.tsv"), "header.tsv",
                       "no rows")

@@ -562,6 +562,13 @@ def test_serve_refuses_bad_arguments_in_one_line(runs, tmp_path):
         assert_user_error(run_cli("serve", runs["digits"], "--port", port), f"127.0.0.1:{port}")
 
 
+def test_only_loopback_addresses_count_as_private_for_the_api_key_warning():
+    from seq2seq.cli.serve import is_loopback
+
+    assert all(map(is_loopback, ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "192.168.1.5", "example.org"]))
+
+
 def test_sigterm_finishes_the_requests_in_flight_then_exits(runs):
     port = free_port()
     command = [sys.executable, str(ROOT / "cli.py"), "serve", f"lm={runs['pangram']}",

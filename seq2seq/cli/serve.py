@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from typing import Optional
@@ -69,13 +70,27 @@ def serve(
     models = {}
     for name, run_dir in specs:
         models[name] = load_model(name, run_dir, limits, device, batch_tokens, max_wait_ms / 1000)
-        console.print(f"{name}: {models[name].head.task} model from {run_dir}")
+        console.print(f"{name}: {models[name].head.model} from {run_dir}")
     where = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     threads_used = f"{used} thread{'s' if used != 1 else ''}"
     console.print(f"serving {len(models)} model(s) on {where} ({threads_used}); page: {where}/, "
                   f"API: {where}/docs{'; API key required' if api_key else ''}")
+    if not api_key and not is_loopback(host):
+        console.print(f"warning: {host} is reachable from other machines and no API key is set: "
+                      "anyone who can reach it can use these models (--api-key or "
+                      "SEQ2SEQ_API_KEY)", markup=False, highlight=False)
     uvicorn.run(create_app(models, limits, api_key), host=host, port=port, log_level="info",
                 timeout_graceful_shutdown=60)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) only listens on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: assume it is reachable
+        return False
 
 
 def check_port_free(host: str, port: int) -> None:

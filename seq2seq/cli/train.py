@@ -107,7 +107,8 @@ def train(
         except TrainingInterrupted as stop:
             raise typer.Exit(128 + stop.signum) from None
     best = "none (no finite score)" if state.best_score is None else f"{state.best_score:.2f}"
-    console.print(f"done: {state.step} steps, best {config.training.early_stopping_metric} "
+    steps = f"{state.step} step{'s' if state.step != 1 else ''}"
+    console.print(f"done: {steps}, best {config.training.early_stopping_metric} "
                   f"{best} at step {state.best_step}; model: {run.model_path}")
 
 

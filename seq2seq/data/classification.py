@@ -28,7 +28,14 @@ from ..files import atomic_write_text
 from ..run_directory import LABELS_FILE
 from ..tokenizers import EOS_ID, Tokenizer
 from .batching import IdColumn, pad_rows
-from .loading import TextSource, column_array, datasets_quiet, is_blank, load_columns
+from .loading import (
+    TextSource,
+    column_array,
+    datasets_quiet,
+    is_blank,
+    load_columns,
+    resolve_format,
+)
 from .translation import tokenizer_fingerprint
 
 LABELS_FORMAT_VERSION = 1
@@ -116,6 +123,9 @@ def labeled_source(config: DataConfig, path: str) -> TextSource:
 def load_labeled(config: DataConfig, path: str) -> LabeledTexts:
     """Read a file (or hub split) of texts and labels; handle bad rows as data.bad_rows says."""
     source = labeled_source(config, path)
+    if resolve_format(source) == "text":
+        raise UserError(f"{path}: a plain text file has no labels; give a TSV, CSV or JSON Lines "
+                        "file with text and label columns (data.text, data.label)")
     # A row may lack its label (skipped or reported below); a missing text column is the
     # loader's error, as it usually means data.text names the wrong column.
     texts = load_columns(source, ("text", "label"), allow_empty=("label",), line_numbers=True)

@@ -91,8 +91,11 @@ def hold_out_tail(texts: LMTexts, fraction: float) -> tuple[LMTexts, LMTexts]:
     cumulative = np.cumsum(line_characters(texts.texts))
     total = int(cumulative[-1]) if len(cumulative) else 0
     cut = int(np.searchsorted(cumulative, total * (1.0 - fraction), side="left")) + 1
+    if total == 0:
+        raise UserError(f"{texts.where}: no text")
     if len(texts) < 2 or cut >= len(texts):
-        raise UserError(f"{texts.where}: too little text ({len(texts)} lines) to hold out "
+        lines = f"{len(texts)} line{'s' if len(texts) != 1 else ''}"
+        raise UserError(f"{texts.where}: too little text ({lines}) to hold out "
                         f"data.dev_fraction {fraction} as the dev split")
     train = LMTexts(texts.texts.select(range(cut)), texts.where, texts.plain)
     dev = LMTexts(texts.texts.select(range(cut, len(texts))),

@@ -25,6 +25,7 @@ import torch
 
 from ..config import Config
 from ..errors import UserError
+from ..heads import head_of
 from ..models.decoder import DecoderState
 from ..models.language_model import LMState
 from ..run_directory import load_run_config
@@ -81,7 +82,8 @@ def open_export(path: str | Path, task: str, device: str, weights: Any) -> tuple
     run's config."""
     folder = ExportFolder(path)
     if folder.head != task:
-        raise UserError(f"{folder.path} holds an exported {folder.head} model, not a {task} model")
+        raise UserError(f"{folder.path} holds an exported {head_of(folder.head).model}, not a "
+                        f"{head_of(task).model}")
     if weights is not None:
         raise UserError(f"{folder.path} is an ONNX export: its weights are in its graphs, "
                         "so --checkpoint does not apply")

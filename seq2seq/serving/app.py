@@ -103,15 +103,15 @@ def pick_model(models: dict[str, ServedModel], head: Head, name: str | None) -> 
         if len(candidates) == 1:
             return candidates[0]
         if not candidates:
-            raise RequestError("model", f"no {head.task} model is served here", status=404)
-        raise RequestError("model", f"{len(candidates)} {head.task} models are served: name "
+            raise RequestError("model", f"no {head.model} is served here", status=404)
+        raise RequestError("model", f"{len(candidates)} {head.model}s are served: name "
                            f"one ({', '.join(m.name for m in candidates)})")
     if name not in models:
         raise RequestError("model", f"unknown model {name!r} (served: {', '.join(models)})",
                            status=404)
     served = models[name]
     if served.head is not head:
-        raise RequestError("model", f"{name!r} is a {served.head.task} model: use "
+        raise RequestError("model", f"{name!r} is a {served.head.model}: use "
                            f"POST /v1/{served.head.command}")
     return served
 

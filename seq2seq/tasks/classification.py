@@ -171,8 +171,8 @@ def pretrained_tokenizer(init_from: str, run: RunDirectory) -> tuple[Tokenizer, 
     source = RunDirectory(init_from)
     task = source.read_run_info().get("task")
     if task not in PRETRAINED_TASKS:
-        raise UserError(f"model.init_from: {source.path} is a {task} run, not a language_model "
-                        "or classification run")
+        raise UserError(f"model.init_from: {source.path} is a {task} run, not a language "
+                        "model's or a classifier's")
     tokenizer = load_tokenizer(source.path, TEXT_TOKENIZER)
     weights_path(source)  # fail now, before any file is written, if there are no weights
     for suffix in (".json", ".model"):
