@@ -373,7 +373,6 @@ BAD_REQUESTS = [
     ("/v1/translate", {"texts": ["1"], "n_best": 0}, 422, "n_best"),
     ("/v1/translate", {"texts": ["1"], "length_penalty": -1}, 422, "length_penalty"),
     ("/v1/classify", {"texts": ["w1"], "top_k": 0}, 422, "top_k"),
-    ("/v1/classify", {"texts": ["w1"], "top_k": 3}, 422, "top_k"),
     ("/v1/classify", {"texts": [None]}, 422, "texts[0]"),
     ("/v1/classify", {"texts": ["w1"], "model": "digits"}, 422, "model"),
     ("/v1/generate", {"prompt": 5}, 422, "prompt"),
@@ -392,6 +391,10 @@ BAD_REQUESTS = [
     ("/v1/generate", {"num_samples": 2, "stream": True}, 422, "stream"),
     ("/v1/generate", {"condition": "pos"}, 422, "condition"),
     ("/v1/generate", {"stream": "yes"}, 422, "stream"),
+    ("/v1/translate", b'{"texts": ["1", "\\ud800 hola"]}', 422, "texts[1]"),
+    ("/v1/generate", b'{"prompt": "ROMEO \\udc80"}', 422, "prompt"),
+    ("/v1/translate", b'{"texts": ["\xff"]}', 400, "body"),
+    ("/v1/translate", b'{"texts": ' + b"[" * 1500 + b"]" * 1500 + b"}", 400, "body"),
 ]
 
 
@@ -420,11 +423,20 @@ def test_oversize_bodies_unknown_routes_and_methods(client):
 
     chunked = client.post("/v1/translate", content=chunks(),
                           headers={"Content-Type": "application/json"})
-    assert chunked.status_code == 413 and chunked.json()["error"].startswith("body: ")
+    assert chunked.status_code == 413 and chunked.json()["field"] == "body"
     assert client.get("/v1/nothing").status_code == 404
     assert client.get("/v1/nothing").json() == {"error": "Not Found"}
     assert client.get("/v1/translate").status_code == 405
     assert "error" in client.get("/v1/translate").json()
+
+
+def test_json_sent_as_text_is_refused_and_top_k_past_the_labels_gives_them_all(client):
+    response = client.post("/v1/translate", content=json.dumps({"texts": ["1"]}),
+                           headers={"Content-Type": "text/plain"})
+    assert response.status_code == 415 and response.json()["field"] == "body"
+    assert "application/json" in response.json()["error"]
+    top = post(client, "/v1/classify", {"texts": ["w1"], "top_k": 5}).json()
+    assert len(top["predictions"][0]["top"]) == 2  # as Classifier.predict(top_k=5) gives
 
 
 def test_bad_requests_sent_with_good_ones_change_no_answer(client, models, monkeypatch):

@@ -33,6 +33,7 @@ from .models import ServedModel
 from .schemas import Limits, RequestError, _Body
 
 STATIC = Path(__file__).parent / "static"
+BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's, for a body it cannot decode
 log = logging.getLogger("seq2seq.serve")
 
 
@@ -191,13 +192,22 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if not content_type.split(";")[0].strip().lower().endswith("json"):
+            return error_response(415, f"body: sent as {content_type or 'no Content-Type'}; "
+                                  "send JSON with Content-Type: application/json", "body")
         status, message, field = describe_validation_error(err.errors()[0])
         return error_response(status, message, field)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(err.detail)}, status_code=err.status_code,
-                            headers=getattr(err, "headers", None))
+        if err.status_code == 400 and err.detail == BODY_PARSE_ERROR:
+            return error_response(400, "body: not JSON that can be read (invalid UTF-8, or "
+                                  "nested too deeply)", "body")
+        field = "body" if str(err.detail).startswith("body: ") else None
+        response = error_response(err.status_code, str(err.detail), field)
+        response.headers.update(getattr(err, "headers", None) or {})
+        return response
 
     @app.exception_handler(Exception)
     async def internal(request: Request, err: Exception) -> JSONResponse:
@@ -248,7 +258,7 @@ class Gate:
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():
-                await error_response(400, "body: bad Content-Length")(scope, receive, send)
+                await error_response(400, "body: bad Content-Length", "body")(scope, receive, send)
                 return
             if int(length) > self.max_body:
                 await error_response(413, f"body: {int(length)} bytes; at most "
@@ -261,6 +271,7 @@ class Gate:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_body:
+                # HTTPException: FastAPI turns any other error while reading the body into 400
                 raise HTTPException(413, f"body: more than {self.max_body} bytes")
             return message
 

@@ -28,7 +28,7 @@ class ClassificationService:
     def prepare(self, body: ClassifyRequest,
                 on_token: Callable[[int, str], None] | None = None) -> Job:
         check_texts(body.texts, self.limits)
-        check_range(body.top_k, "top_k", 1, len(self.classifier.labels))
+        check_range(body.top_k, "top_k", 1)  # more than there are labels: all of them
         tokens = self.classifier.tokenizer.encode_batch(body.texts)
         return Job(("classify",), list(body.texts), sum(len(ids) + 1 for ids in tokens))
 

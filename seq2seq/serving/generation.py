@@ -38,6 +38,8 @@ class GenerationService:
     def options(self, body: GenerateRequest) -> dict[str, Any]:
         """The generation options of ``body``, checked (raises RequestError naming the field)."""
         check_chars(body.prompt, self.limits, "prompt")
+        if body.condition is not None:
+            check_chars(body.condition, self.limits, "condition")
         check_range(body.max_tokens, "max_tokens", 1, self.limits.max_tokens)
         check_range(body.top_k, "top_k", 0)
         check_range(body.num_samples, "num_samples", 1, self.limits.max_samples)

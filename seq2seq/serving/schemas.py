@@ -82,9 +82,15 @@ def check_texts(texts: list[str], limits: Limits, field: str = "texts") -> None:
 
 
 def check_chars(text: str, limits: Limits, field: str) -> None:
+    """At most ``max_chars`` characters, all of them Unicode (JSON's \\ud800 escapes are not)."""
     if len(text) > limits.max_chars:
         raise RequestError(field, f"{len(text)} characters; at most {limits.max_chars}",
                            status=413)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise RequestError(field, f"not valid Unicode (a lone surrogate at character "
+                           f"{err.start + 1})") from None
 
 
 def check_range(value: float | int | None, field: str, low: float | int,
