@@ -369,6 +369,46 @@ def _check(condition: bool, source: str, message: str) -> None:
         raise UserError(f"{source}: {message}")
 
 
+# Settings only some heads read: (section, key or None for the whole section) -> those heads.
+# A new run setting one for another head is refused (``check_settings_used``), not ignored.
+HEAD_ONLY_SETTINGS: dict[tuple[str, str | None], tuple[str, ...]] = {
+    ("data", "src"): ("translation",), ("data", "trg"): ("translation",),
+    ("data", "max_src_length"): ("translation",), ("data", "max_trg_length"): ("translation",),
+    ("data", "text"): ("classification", "language_model"),
+    ("data", "label"): ("classification",),
+    ("data", "condition"): ("language_model",),
+    ("data", "max_length"): ("classification", "language_model"),
+    ("data", "truncation"): ("classification",),
+    ("data", "lm_mode"): ("language_model",), ("data", "bptt"): ("language_model",),
+    ("data", "dev_fraction"): ("classification", "language_model"),
+    ("model", "decoder"): ("translation",), ("model", "share_embeddings"): ("translation",),
+    ("model", "classifier"): ("classification",), ("model", "init_from"): ("classification",),
+    ("model", "language_model"): ("language_model",),
+    ("model", "pretrained_embeddings"): ("classification", "language_model"),
+    ("training", "class_weights"): ("classification",),
+    ("training", "teacher_forcing"): ("translation",),
+    ("training", "teacher_forcing_min"): ("translation",),
+    ("training", "teacher_forcing_decay_steps"): ("translation",),
+    ("decoding", None): ("translation",),
+    ("generation", None): ("language_model",),
+}
+
+
+def check_settings_used(config: Config, source: str = "config") -> None:
+    """A new run's config sets nothing that only another head reads (it would be ignored)."""
+    default = Config()
+    for (section, key), heads in HEAD_ONLY_SETTINGS.items():
+        if config.task in heads:
+            continue
+        name = section if key is None else f"{section}.{key}"
+        value, unset = getattr(config, section), getattr(default, section)
+        if key is not None:
+            value, unset = getattr(value, key), getattr(unset, key)
+        if value != unset:
+            raise UserError(f"{source}: {name} is not used by a {config.task} model (only by "
+                            f"{' and '.join(heads)}); remove it")
+
+
 def validate(config: Config, source: str = "config") -> None:
     """Cross-field checks that single types cannot express."""
     d, m, t = config.data, config.model, config.training

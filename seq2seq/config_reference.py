@@ -110,7 +110,9 @@ def config_reference() -> str:
         "",
         "A config is one YAML file with `task` (" + _type_name(typing.get_type_hints(Config)["task"])
         + "), `name` and the sections below. Every key is optional; an unknown key, a wrong "
-        "type or a value out of range is an error naming the key. `--set section.key=value` "
+        "type or a value out of range is an error naming the key, and so is setting for a new run a "
+        "key that only another head reads (e.g. `data.max_length` for a translator). "
+        "`--set section.key=value` "
         "overrides any key from the command line, with the same checks. A run's `config.yaml` "
         "lists every key as it was trained.",
         "",

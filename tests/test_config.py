@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from seq2seq.config import Config, config_from_dict, dump_config, load_config
+from seq2seq.config import Config, check_settings_used, config_from_dict, dump_config, load_config
 from seq2seq.errors import UserError
 
 
@@ -97,3 +97,19 @@ def _resolve_without_probe(setting, device, model):
 def test_defaults_are_valid():
     config_from_dict({})
     assert Config().decoding.beam_size == 5
+
+
+@pytest.mark.parametrize("task,setting,words", [
+    ("translation", {"data": {"max_length": 10}}, ["data.max_length", "classification and"]),
+    ("translation", {"model": {"classifier": {"pooling": "mean"}}}, ["model.classifier"]),
+    ("translation", {"generation": {"temperature": 0.5}}, ["generation", "language_model"]),
+    ("classification", {"decoding": {"beam_size": 3}}, ["decoding", "translation"]),
+    ("classification", {"data": {"src": "es"}}, ["data.src", "translation"]),
+    ("language_model", {"training": {"class_weights": "balanced"}}, ["training.class_weights"]),
+])
+def test_a_setting_only_another_head_reads_is_refused_not_ignored(task, setting, words):
+    base = {"task": task, "model": {"encoder": {"bidirectional": task != "language_model"}}}
+    check_settings_used(config_from_dict(base))  # the defaults of every other head
+    with pytest.raises(UserError) as caught:
+        check_settings_used(config_from_dict({**base, **setting}), "my.yaml")
+    assert all(word in str(caught.value) for word in ["my.yaml", *words]), str(caught.value)

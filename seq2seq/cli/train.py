@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 
 from .. import __version__
-from ..config import Config, dump_config, load_config
+from ..config import Config, check_settings_used, dump_config, load_config
 from ..errors import UserError
 from .app import DEVICE_HELP, app, console, user_errors
 
@@ -66,6 +66,8 @@ def train(
         if not config_path.is_file():
             raise UserError(f"{run_dir}: no training run to resume (no config.yaml)")
     config = load_config(config_path, overrides)
+    if not resume:  # (a run's own config.yaml lists every key, those of other heads unset)
+        check_settings_used(config, str(config_path))
     if device:
         config.training.device = device
     run = RunDirectory(run_dir or Path("runs") / config.name)
