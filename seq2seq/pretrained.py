@@ -54,6 +54,9 @@ def weights_path(run: RunDirectory, weights: str | Path | None = None) -> Path:
     """``weights`` if given, else the run's model.safetensors; it must exist."""
     path = Path(weights) if weights else run.model_path
     if not path.is_file():
+        if weights and path.is_dir() and (path / "model.safetensors").is_file():
+            raise UserError(f"--checkpoint {path} is a checkpoint folder: give its "
+                            f"weights file, {path / 'model.safetensors'}")
         if weights:
             raise UserError(f"weights file not found: {path}")
         raise UserError(f"{run.path}: no trained model yet ({path.name} is missing; "

@@ -606,6 +606,11 @@ def test_classify_and_evaluate_refuse_bad_input(tmp_path):
     assert run_cli("train", config, "--run-dir", run, "-q").exit_code == 0
     assert_user_error(run_cli("classify", run, "--format", "xml", "x"), "--format", "tsv, jsonl")
     assert_user_error(run_cli("classify", run, "--top-k", "0", "x"), "--top-k", ">= 1")
+    assert_user_error(run_cli("evaluate", run, "--beam-size", "5"), "--beam-size",
+                      "for translation runs")
+    checkpoint = next((run / "checkpoints").iterdir())
+    assert_user_error(run_cli("classify", run, "--checkpoint", checkpoint, "x"),
+                      "checkpoint folder", "model.safetensors")
     assert_user_error(run_cli("classify", tmp_path / "nope", "x"), "run directory not found")
     assert_user_error(run_cli("classify", run, "--input", tmp_path / "none.txt"), "none.txt")
     (tmp_path / "reviews.txt").write_text("w1 good\n")

@@ -399,6 +399,7 @@ def test_options_that_do_not_apply_to_an_export(translation_export, translation_
     assert_user_error(run_cli("evaluate", translation_export, "--report", "r"), "--report",
                       "ONNX export")
     assert_user_error(run_cli("diagnose", translation_export), "diagnose", "ONNX export")
+    assert_user_error(run_cli("report", translation_export), "report", "ONNX export")
 
 
 # ---- classifier and language model end to end -------------------------------------------

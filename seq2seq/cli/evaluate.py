@@ -69,6 +69,7 @@ def report(
     curves, model, data and settings (report.md, report.html, metrics.json)."""
     from ..pretrained import open_run
 
+    _refuse_export(run_dir, "report")
     _, config = open_run(run_dir)
     if split is None:
         split = "test" if config.data.test else "dev"
@@ -141,6 +142,12 @@ def run_evaluation(request: EvaluateRequest) -> dict[str, Any]:
     if task != "translation" and (request.compare_run or request.compare_beam_size):
         raise UserError("--compare-run/--compare-beam-size are for translation runs; "
                         f"{run_dir} is a {task} run")
+    decoding = [name for name, value in [("--beam-size", request.beam_size),
+                                         ("--length-penalty", request.length_penalty),
+                                         ("--amp", request.amp)] if value is not None]
+    if task != "translation" and decoding:
+        raise UserError(f"{'/'.join(decoding)}: for translation runs (decoding); {run_dir} is "
+                        f"a {task} run")
     if task != "translation" and (src or ref):
         raise UserError(f"--src/--ref are for translation runs; {run_dir} is a {task} run "
                         "(use --data FILE)")
