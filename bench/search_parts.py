@@ -5,10 +5,11 @@ fast one with one trick at a time undone, decoding the same test set in one proc
     python bench/search_parts.py --run-dir /tmp/seq2seq_bench/reference   # a trained run
     python bench/search_parts.py --run-dir runs/demo_es_en --rounds 5 --limit 500
 
-Variants, each with beam 5 and greedy (batch 64, float32): ``plain`` (seq2seq.search: every
-sentence stays in the batch until the last one ends), ``fast`` (seq2seq.fast_search, what
-inference uses), ``fast, copying the source``
-(beams reorder by copying the whole state, source included). The variants run in turn,
+Variants, each with beam 5 and greedy (batch 64 or ``--batch-size``, float32): ``plain``
+(seq2seq.search: every sentence stays in the batch until the last one ends), ``fast``
+(seq2seq.fast_search, what inference uses), ``fast, copying the source`` (beams reorder by
+copying the whole state, source included), ``fast, step products as x W^T`` (the step's
+products never take the weight on the left: ``step_linear`` off). The variants run in turn,
 ``--rounds`` times, and the median sentences/s of each is printed; every variant must give
 the same translations. Run it with nothing else running.
 """
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from seq2seq import Translator, search, translator  # noqa: E402
 from seq2seq.data.translation import load_parallel  # noqa: E402
+from seq2seq.models import functional  # noqa: E402
 from seq2seq.models.decoder import DecoderState  # noqa: E402
 
 
@@ -38,19 +40,23 @@ from seq2seq.models.decoder import DecoderState  # noqa: E402
 def variant(name: str) -> Iterator[None]:
     """Patch the searches that ``seq2seq.translator`` calls for one variant."""
     saved = (translator.greedy_search, translator.beam_search, DecoderState.reorder_beams)
+    step_rows = functional.STEP_ROWS
     if name == "plain":
         translator.greedy_search, translator.beam_search = (search.greedy_search,
                                                             search.beam_search)
     elif name == "fast, copying the source":
         DecoderState.reorder_beams = DecoderState.select  # type: ignore[method-assign]
+    elif name == "fast, step products as x W^T":
+        functional.STEP_ROWS = 0
     try:
         yield
     finally:
         translator.greedy_search, translator.beam_search, DecoderState.reorder_beams = saved
+        functional.STEP_ROWS = step_rows
 
 
-VARIANTS = {1: ["plain", "fast"],
-            5: ["plain", "fast", "fast, copying the source"]}
+VARIANTS = {1: ["plain", "fast", "fast, step products as x W^T"],
+            5: ["plain", "fast", "fast, copying the source", "fast, step products as x W^T"]}
 
 
 def timed(translate: Callable[[], list[str]]) -> tuple[float, list[str]]:
@@ -64,6 +70,7 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("/tmp/seq2seq_bench/reference"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="first N test sentences [all]")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     model = Translator.from_pretrained(args.run_dir, device="cpu")
@@ -73,12 +80,12 @@ def main() -> None:
     for beam, names in VARIANTS.items():
         seconds: dict[str, list[float]] = {name: [] for name in names}
         outputs: dict[str, list[str]] = {}
-        model.translate(sources[:64], beam_size=beam, batch_size=64, amp=False)  # warm up
+        model.translate(sources[:64], beam_size=beam, batch_size=args.batch_size, amp=False)  # warm up
         for _ in range(args.rounds):
             for name in names:
                 with variant(name):
                     took, outputs[name] = timed(lambda beam=beam: model.translate(
-                        sources, beam_size=beam, batch_size=64, amp=False))
+                        sources, beam_size=beam, batch_size=args.batch_size, amp=False))
                 seconds[name].append(took)
         for name in names:
             assert outputs[name] == outputs["fast"], f"{name} translates differently"
@@ -87,6 +94,7 @@ def main() -> None:
                          for name, times in seconds.items()}
         print(label, json.dumps(result[label]), flush=True)
     report = {"run_dir": str(args.run_dir), "sentences": len(sources), "rounds": args.rounds,
+              "batch_size": args.batch_size,
               "threads": torch.get_num_threads(), "sentences_per_s": result}
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -9,9 +9,11 @@ from seq2seq.models.attention import additive_scores, build_attention
 from seq2seq.models.encoder import RecurrentEncoder
 from seq2seq.models.functional import (
     AUTOCAST_ROW_MULTIPLE,
+    STEP_ROWS,
     cross_entropy_sum,
     pad_to_row_multiple,
     sequence_loss,
+    step_linear,
 )
 from seq2seq.models.translation import TranslationModel
 from seq2seq.tokenizers import BOS_ID, EOS_ID, PAD_ID
@@ -139,6 +141,40 @@ def test_whole_sequence_forward_equals_step_by_step(cell, attention, feeding, ou
         stepwise.append(log_probs)
     expected = torch.log_softmax(model.logits(features), -1)
     assert torch.allclose(torch.stack(stepwise, 1), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("rows", [1, 5, STEP_ROWS, STEP_ROWS + 1])
+def test_step_linear_is_the_layer_multiplied_the_other_way_round(bias, rows, monkeypatch):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(48, 300, bias=bias)
+    x = torch.randn(rows, 48)
+    products = []
+    for name in ("mm", "addmm"):
+        real = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, real=real, **k: products.append(a) or real(*a, **k))
+    with torch.no_grad():
+        fast = step_linear(x, layer.weight, layer.bias)
+        plain = layer(x)
+    assert fast.shape == plain.shape and fast.is_contiguous()
+    assert torch.allclose(fast, plain, atol=1e-5)
+    weight_on_the_left = [a for a in products if any(t is layer.weight for t in a)]
+    assert len(weight_on_the_left) == (rows <= STEP_ROWS)  # beyond STEP_ROWS: F.linear
+    assert step_linear(x, layer.weight, layer.bias).grad_fn is not None  # training: F.linear
+
+
+def test_search_steps_without_gradients_equal_the_plain_steps():
+    """``decode_step`` under no_grad (search: the output layer by ``step_linear``) gives the
+    log-probabilities of the plain step."""
+    torch.manual_seed(0)
+    model = small_model("gru", "bahdanau", True, layers=1, attentional_output="linear").eval()
+    src, lengths, trg = random_batch()
+    plain_state = fast_state = model.encode(src, lengths)
+    for t in range(trg.size(1)):
+        plain, plain_state, _ = model.decode_step(trg[:, t], plain_state)
+        with torch.no_grad():
+            fast, fast_state, _ = model.decode_step(trg[:, t], fast_state)
+        assert torch.allclose(fast, plain, atol=1e-5)
 
 
 def test_linear_attentional_output_is_the_tanh_output_before_squashing():

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .functional import step_linear
+
 
 class Attention(nn.Module):
     """Interface: keys = project_memory(memory); context, weights = forward(query, keys, memory, mask)."""
@@ -55,7 +57,8 @@ class AdditiveAttention(Attention):
         return self.key_layer(memory)
 
     def scores(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        return additive_scores(self.query_layer(query), keys, self.energy_layer.weight[0])
+        return additive_scores(step_linear(query, self.query_layer.weight), keys,
+                               self.energy_layer.weight[0])
 
 
 class _AdditiveScores(torch.autograd.Function):

@@ -10,7 +10,7 @@ from torch import nn
 
 from .attention import Attention
 from .encoder import RNN_CLASSES
-from .functional import Dropout, dropout
+from .functional import Dropout, dropout, step_linear
 
 _CELL_STEPS = {"gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 
@@ -237,5 +237,6 @@ class RecurrentDecoder(nn.Module):
         assert self.combine is not None and state.source is not None  # with attention
         source = state.source
         context, weights = self.attention(rnn_out, source.keys, source.memory, source.mask)
-        output = self.combine(self.output_dropout(torch.cat([rnn_out, context], dim=-1)))
+        combined = self.output_dropout(torch.cat([rnn_out, context], dim=-1))
+        output = step_linear(combined, self.combine.weight, self.combine.bias)
         return (torch.tanh(output) if self.squash_output else output), weights

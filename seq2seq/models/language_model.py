@@ -17,7 +17,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..tokenizers import PAD_ID
 from .encoder import RecurrentEncoder, RNNState
-from .functional import dropout, init_weights
+from .functional import dropout, init_weights, step_linear
 
 
 @dataclass
@@ -181,4 +181,6 @@ class LanguageModel(nn.Module):
                     ) -> tuple[torch.Tensor, LMState, None]:
         """[N] previous tokens -> log-probabilities [N, V] of the next, the new state, None."""
         features, state = self(tokens.unsqueeze(1), state)
-        return F.log_softmax(self.logits(features[:, 0]).float(), dim=-1), state, None
+        logits = step_linear(features[:, 0], self.output_layer.weight,
+                             self.output_layer.bias)
+        return F.log_softmax(logits.float(), dim=-1), state, None

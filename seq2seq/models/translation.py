@@ -11,7 +11,7 @@ from ..tokenizers import PAD_ID
 from .attention import build_attention
 from .decoder import DecoderState, RecurrentDecoder, SourceMemory
 from .encoder import RecurrentEncoder
-from .functional import Dropout, init_weights
+from .functional import Dropout, init_weights, step_linear
 
 
 class Bridge(nn.Module):
@@ -137,4 +137,5 @@ class TranslationModel(nn.Module):
                     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """[N] previous tokens -> log-probabilities [N, V], new state, attention [N, S]."""
         output, state, weights = self.decoder.step(self.trg_embed(tokens), state)
-        return F.log_softmax(self.logits(output).float(), dim=-1), state, weights
+        logits = step_linear(output, self.output_layer.weight, self.output_layer.bias)
+        return F.log_softmax(logits.float(), dim=-1), state, weights
