@@ -64,10 +64,11 @@ def train(raw: dict, run_path: Path, resume: bool = False) -> TranslationTask:
 
 # With attention, 7-digit strings are reversed within 200 steps (the learning rate decays at each
 # validation, so the last ones settle); without, the whole string must pass through one state
-# (5 digits here): the plain RNN learns that within 400 steps, the gated cells take longer.
-# Every cell learns with attention; without it, the LSTM (whose state is a pair) and the plain
-# RNN (whose single state the GRU shares, through the same bridge) must learn too.
-STEPS_WITHOUT_ATTENTION = {"rnn": 400, "lstm": 800}
+# (5 digits here): the plain RNN learns that within 300 steps, the LSTM takes longer (exact
+# match 1.00 and 0.96 with seed 42, 0.995 and 0.97 with seed 1). Every cell learns with
+# attention; without it, the LSTM (whose state is a pair) and the plain RNN (whose single
+# state the GRU shares, through the same bridge) must learn too.
+STEPS_WITHOUT_ATTENTION = {"rnn": 300, "lstm": 560}
 
 
 @pytest.mark.parametrize("cell,attention,attentional_output",
@@ -82,7 +83,8 @@ def test_tiny_model_learns_to_reverse(tmp_path, cell, attention, attentional_out
                               learning_rate=0.006, scheduler="exponential", decay_factor=0.6)
     else:
         raw = reversal_config(tmp_path, max_len=5, max_steps=STEPS_WITHOUT_ATTENTION[cell],
-                              validate_every=50, learning_rate=0.002)
+                              validate_every=50, learning_rate=0.006, scheduler="exponential",
+                              decay_factor=0.8)
     raw["model"]["encoder"]["cell"] = raw["model"]["decoder"]["cell"] = cell
     raw["model"]["decoder"]["attention"] = attention
     raw["model"]["decoder"]["attentional_output"] = attentional_output
