@@ -21,6 +21,7 @@ def test_demo_config_trains_a_fixed_amount_of_work_in_float32():
     config = load_config("configs/demo_es_en.yaml")
     assert config.training.max_steps > 0 and config.training.max_minutes == 0
     assert config.training.cpu_amp is False and config.decoding.amp is False
+    assert config.training.num_threads == 2  # not 0, which follows the machine's load
 
 
 @pytest.mark.parametrize("raw,words", [
