@@ -34,7 +34,8 @@ def classify(
     output_format: str = typer.Option("tsv", "--format", help="tsv: label<TAB>probability "
                                       "(then the next labels with --top-k); jsonl: one JSON "
                                       "object per text."),
-    top_k: int = typer.Option(1, "--top-k", help="Most probable labels per text."),
+    top_k: int = typer.Option(1, "--top-k", help="Most probable labels per text (at most "
+                              "all of them)."),
     batch_size: int = typer.Option(64, help="Texts per batch."),
     checkpoint: Optional[Path] = typer.Option(None, help="Weights to use [model.safetensors]."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
