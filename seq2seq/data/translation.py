@@ -45,6 +45,8 @@ def load_training_pairs(config: DataConfig) -> tuple[datasets.Dataset, int]:
     """The training pairs and how many were skipped: a pair with an empty side is an error
     naming its line, or, with ``data.bad_rows: skip``, dropped and counted."""
     path = config.train
+    if not path:
+        raise UserError("data.train is not set in the config")
     texts = load_columns(text_source(config, path), ("src", "trg"), line_numbers=True)
     table = texts.with_format("arrow")[:]
     no_src, no_trg = is_blank(table.column("src")), is_blank(table.column("trg"))
