@@ -9,7 +9,8 @@ Variants, each with beam 5 and greedy (batch 64 or ``--batch-size``, float32): `
 (seq2seq.search: every sentence stays in the batch until the last one ends), ``fast``
 (seq2seq.fast_search, what inference uses), ``fast, copying the source`` (beams reorder by
 copying the whole state, source included), ``fast, step products as x W^T`` (the step's
-products never take the weight on the left: ``step_linear`` off). The variants run in turn,
+products never take the weight on the left: ``step_linear`` off), ``fast, torch's tanh``
+(Bahdanau energies through ``Tensor.tanh_``, not ``functional.tanh_``). The variants run in turn,
 ``--rounds`` times, and the median sentences/s of each is printed; every variant must give
 the same translations. Run it with nothing else running.
 """
@@ -32,14 +33,15 @@ sys.path.insert(0, str(ROOT))
 
 from seq2seq import Translator, search, translator  # noqa: E402
 from seq2seq.data.translation import load_parallel  # noqa: E402
-from seq2seq.models import functional  # noqa: E402
+from seq2seq.models import attention, functional  # noqa: E402
 from seq2seq.models.decoder import DecoderState  # noqa: E402
 
 
 @contextmanager
 def variant(name: str) -> Iterator[None]:
     """Patch the searches that ``seq2seq.translator`` calls for one variant."""
-    saved = (translator.greedy_search, translator.beam_search, DecoderState.reorder_beams)
+    saved = (translator.greedy_search, translator.beam_search, DecoderState.reorder_beams,
+             attention.tanh_)
     step_rows = functional.STEP_ROWS
     if name == "plain":
         translator.greedy_search, translator.beam_search = (search.greedy_search,
@@ -48,15 +50,19 @@ def variant(name: str) -> Iterator[None]:
         DecoderState.reorder_beams = DecoderState.select  # type: ignore[method-assign]
     elif name == "fast, step products as x W^T":
         functional.STEP_ROWS = 0
+    elif name == "fast, torch's tanh":
+        attention.tanh_ = torch.Tensor.tanh_
     try:
         yield
     finally:
-        translator.greedy_search, translator.beam_search, DecoderState.reorder_beams = saved
+        (translator.greedy_search, translator.beam_search, DecoderState.reorder_beams,
+         attention.tanh_) = saved
         functional.STEP_ROWS = step_rows
 
 
-VARIANTS = {1: ["plain", "fast", "fast, step products as x W^T"],
-            5: ["plain", "fast", "fast, copying the source", "fast, step products as x W^T"]}
+VARIANTS = {1: ["plain", "fast", "fast, step products as x W^T", "fast, torch's tanh"],
+            5: ["plain", "fast", "fast, copying the source", "fast, step products as x W^T",
+                "fast, torch's tanh"]}
 
 
 def timed(translate: Callable[[], list[str]]) -> tuple[float, list[str]]:

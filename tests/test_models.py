@@ -14,6 +14,7 @@ from seq2seq.models.functional import (
     pad_to_row_multiple,
     sequence_loss,
     step_linear,
+    tanh_,
 )
 from seq2seq.models.translation import TranslationModel
 from seq2seq.tokenizers import BOS_ID, EOS_ID, PAD_ID
@@ -55,6 +56,39 @@ def test_additive_scores_match_the_plain_expression_in_value_and_gradient(querie
     assert torch.allclose(scores, plain, atol=1e-12)
     for g, e in zip(got, expected):
         assert torch.allclose(g, e, atol=1e-10)
+
+
+def test_tanh_in_place_is_torchs_tanh():
+    # float32 on CPU goes through 2 sigmoid(2x) - 1; the float64 tanh is the reference.
+    x = torch.cat([torch.linspace(-30, 30, 200_001),
+                   torch.tensor([0.0, -0.0, 1e-30, -1e-30, float("inf"), float("-inf")])])
+    out = x.clone()
+    assert tanh_(out) is out  # in place
+    exact = torch.tanh(x.double())
+    assert (out.double() - exact).abs().max() < 2.5e-7
+    assert out[-2] == 1 and out[-1] == -1 and out.abs().max() == 1
+    assert torch.isnan(tanh_(torch.tensor([float("nan")]))).all()
+    half = torch.linspace(-5, 5, 1001).bfloat16()  # bfloat16 keeps torch's tanh
+    assert torch.equal(tanh_(half.clone()), half.tanh())
+
+
+def test_additive_scores_in_float32_match_the_float64_expression():
+    # The float32 path (tanh_ as 2 sigmoid(2x) - 1, forward and recomputed in the backward).
+    torch.manual_seed(0)
+    query = torch.randn(4, 3, 16, dtype=torch.float64, requires_grad=True)
+    keys = torch.randn(4, 7, 16, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(4, 3, 7, dtype=torch.float64)
+    plain = torch.tanh(query.unsqueeze(2) + keys.unsqueeze(1)) @ v
+    expected = torch.autograd.grad((plain * upstream).sum(), (query, keys, v))
+    leaves = [t.detach().float().requires_grad_() for t in (query, keys, v)]
+    scores = additive_scores(*leaves)
+    got = torch.autograd.grad((scores * upstream.float()).sum(), leaves)
+    assert torch.allclose(scores.double(), plain, atol=1e-5)
+    for g, e in zip(got, expected):
+        assert torch.allclose(g.double(), e, atol=1e-4)
+    with torch.no_grad():  # the search's path
+        assert torch.allclose(additive_scores(*leaves).double(), plain, atol=1e-5)
 
 
 def test_additive_attention_gradients_under_bfloat16_autocast_stay_close_to_float32():

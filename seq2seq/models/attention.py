@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import step_linear
+from .functional import step_linear, tanh_
 
 
 class Attention(nn.Module):
@@ -105,7 +105,7 @@ def _energy(query: torch.Tensor, keys: torch.Tensor, at_least_float32: bool = Tr
     if at_least_float32:
         dtype = torch.promote_types(dtype, torch.float32)
     # In place on the fresh sum: one [B, T, S, K] buffer instead of two.
-    return (query.to(dtype).unsqueeze(2) + keys.to(dtype).unsqueeze(1)).tanh_()
+    return tanh_(query.to(dtype).unsqueeze(2) + keys.to(dtype).unsqueeze(1))
 
 
 def additive_scores(query: torch.Tensor, keys: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
