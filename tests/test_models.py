@@ -73,7 +73,8 @@ def test_tanh_in_place_is_torchs_tanh():
 
 
 def test_additive_scores_in_float32_match_the_float64_expression():
-    # The float32 path (tanh_ as 2 sigmoid(2x) - 1, forward and recomputed in the backward).
+    # The float32 paths: training's (torch's tanh, recomputed in the backward) and the
+    # search's (tanh_: 2 sigmoid(2x) - 1).
     torch.manual_seed(0)
     query = torch.randn(4, 3, 16, dtype=torch.float64, requires_grad=True)
     keys = torch.randn(4, 7, 16, dtype=torch.float64, requires_grad=True)
@@ -89,6 +90,20 @@ def test_additive_scores_in_float32_match_the_float64_expression():
         assert torch.allclose(g.double(), e, atol=1e-4)
     with torch.no_grad():  # the search's path
         assert torch.allclose(additive_scores(*leaves).double(), plain, atol=1e-5)
+
+
+def test_only_the_search_takes_the_fast_tanh(monkeypatch):
+    # Training keeps torch's tanh, so a trained model's bits (the demo's result) do not change.
+    from seq2seq.models import attention
+    fast = []
+    monkeypatch.setattr(attention, "tanh_", lambda x: fast.append(x.shape) or x.tanh_())
+    query, keys = torch.randn(2, 3, 4, requires_grad=True), torch.randn(2, 5, 4)
+    v = torch.randn(4, requires_grad=True)
+    additive_scores(query, keys, v).sum().backward()
+    assert fast == []
+    with torch.no_grad():
+        additive_scores(query, keys, v)
+    assert fast == [(2, 3, 5, 4)]
 
 
 def test_additive_attention_gradients_under_bfloat16_autocast_stay_close_to_float32():

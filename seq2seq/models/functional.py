@@ -12,7 +12,7 @@ functions written for CPU speed, numerically identical in meaning to torch's:
   log_softmax + nll_loss take.
 - ``step_linear``: ``F.linear`` for the few rows of a search step, multiplied with the
   weight on the left.
-- ``tanh_``: an in-place tanh that runs as 2 sigmoid(2x) - 1 on CPU in float32.
+- ``tanh_``: an in-place tanh that runs as 2 sigmoid(2x) - 1 on CPU in float32 (search).
 """
 
 from __future__ import annotations
@@ -167,10 +167,10 @@ def tanh_(x: torch.Tensor) -> torch.Tensor:
     The same function (within 2e-7: the form loses a little relative precision near 0, none
     that a sum of energies can see), 2.3-2.7x faster on CPU, where torch's vectorised sigmoid
     is much cheaper than its tanh: on 2 cores of an AMD EPYC, over the [64 x 12 x 384]
-    energies of one Bahdanau step, 552 us as ``tanh_``, 237 us this way. Those energies are
-    the largest element-wise work of an attentional decoder (BENCHMARKS.md, "What the fast
-    search buys"). bfloat16 keeps ``tanh_`` (2 sigmoid - 1 would double its rounding error),
-    as do CUDA and ONNX export.
+    energies of one Bahdanau step, 552 us as ``Tensor.tanh_``, 237 us this way. Those
+    energies are the largest element-wise work of a search step (BENCHMARKS.md, "What the
+    fast search buys"). bfloat16 keeps ``Tensor.tanh_`` (2 sigmoid - 1 would double its
+    rounding error), as do CUDA and ONNX export.
     """
     if x.dtype != torch.float32 or x.device.type != "cpu" or torch.onnx.is_in_onnx_export():
         return x.tanh_()
