@@ -100,11 +100,11 @@ class _AdditiveScores(torch.autograd.Function):
 def _energy(query: torch.Tensor, keys: torch.Tensor, training: bool = True) -> torch.Tensor:
     """[B, T, K] + [B, S, K] -> tanh of every pair's sum, [B, T, S, K].
 
-    ``training``: in at least float32, with torch's tanh. Otherwise (search) in the inputs'
-    dtype with ``functional.tanh_``, 2 sigmoid(2x) - 1 in float32 on CPU: beam search 7-14 %
-    faster. Training would gain 2-3 % from it too, but every trained model's last bits, and
-    with them the shipped demo's result, would change (BENCHMARKS.md, "What the fast search
-    buys")."""
+    ``training`` (a backward pass follows): in at least float32, with torch's tanh.
+    Otherwise (search, scoring without gradients) in the inputs' dtype with
+    ``functional.tanh_``, 2 sigmoid(2x) - 1 in float32 on CPU: beam search 7-14 % faster.
+    Training would gain 2-3 % from it too, but every trained model's last bits, and with them
+    the shipped demo's result, would change (BENCHMARKS.md, "What the fast search buys")."""
     dtype = torch.promote_types(query.dtype, keys.dtype)
     if training:
         dtype = torch.promote_types(dtype, torch.float32)
