@@ -176,7 +176,8 @@ def random_batch(batch=3, src_len=6, trg_len=5, seed=0):
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("attention,feeding,output", [
     ("none", False, "tanh"), ("bahdanau", False, "tanh"), ("bahdanau", True, "tanh"),
-    ("luong", True, "tanh"), ("bahdanau", True, "linear"), ("luong", False, "linear")])
+    ("luong", True, "tanh"), ("bahdanau", True, "linear"), ("luong", False, "linear"),
+    ("bahdanau", False, "linear")])  # the last: the demo's decoder
 def test_whole_sequence_forward_equals_step_by_step(cell, attention, feeding, output):
     """The fused training path and the one-step search path compute the same function."""
     torch.manual_seed(0)
@@ -212,11 +213,12 @@ def test_step_linear_is_the_layer_multiplied_the_other_way_round(bias, rows, mon
     assert step_linear(x, layer.weight, layer.bias).grad_fn is not None  # training: F.linear
 
 
-def test_search_steps_without_gradients_equal_the_plain_steps():
+@pytest.mark.parametrize("feeding", [True, False])
+def test_search_steps_without_gradients_equal_the_plain_steps(feeding):
     """``decode_step`` under no_grad (search: the output layer by ``step_linear``) gives the
     log-probabilities of the plain step."""
     torch.manual_seed(0)
-    model = small_model("gru", "bahdanau", True, layers=1, attentional_output="linear").eval()
+    model = small_model("gru", "bahdanau", feeding, layers=1, attentional_output="linear").eval()
     src, lengths, trg = random_batch()
     plain_state = fast_state = model.encode(src, lengths)
     for t in range(trg.size(1)):
