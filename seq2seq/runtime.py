@@ -43,14 +43,17 @@ def configure_threads(num_threads: int = 0, processes: int = 1) -> int:
     evenly by the ``processes`` that train on this machine. With 0 and one process the count
     then follows the machine's load: ``fit_threads`` (called by the training and decoding
     loops) gives back the cores that other processes keep busy, and takes them again when
-    they are free."""
+    they are free. A count the caller set stays; for one process ``fit_threads`` then only
+    says when other processes take cores those threads need (the run gets slower) and when
+    they give them back."""
     global _fitter
     _fitter = None
-    if num_threads <= 0:
-        cores = allowed_cores()
+    cores = allowed_cores()
+    follow = num_threads <= 0
+    if follow:
         num_threads = max(1, len(cores) // max(processes, 1))
-        if processes <= 1 and len(cores) > 1 and busy_cpu_seconds(cores) is not None:
-            _fitter = ThreadFitter(cores)
+    if processes <= 1 and len(cores) > 1 and busy_cpu_seconds(cores) is not None:
+        _fitter = ThreadFitter(cores, follow=follow)
     torch.set_num_threads(num_threads)
     return num_threads
 
@@ -88,45 +91,59 @@ class ThreadFitter:
     left, at least one. Another count changes the order of some sums, so results differ in
     the last bits, as on another CPU kind; a run that must repeat bit for bit (or resume
     bit-identically on a machine whose load changes) sets its thread count.
+
+    With ``follow=False`` (a count the user set) the count stays: calls only report when
+    other processes start to take cores the threads need, and when they stop.
     """
 
     def __init__(self, cores: list[int], every: float = 2.0,
                  clock: Callable[[], float] = time.monotonic,
                  busy: Callable[[list[int]], float | None] = busy_cpu_seconds,
-                 own: Callable[[], float] = own_cpu_seconds) -> None:
-        self.cores, self.every = cores, every
+                 own: Callable[[], float] = own_cpu_seconds, follow: bool = True) -> None:
+        self.cores, self.every, self.follow = cores, every, follow
         self.clock, self.busy, self.own = clock, busy, own
         self.last = self._sample()
         self.others = 0.0  # cores used by other processes over the last interval
+        self.crowded = False  # (follow=False) others hold cores the threads need
 
     def _sample(self) -> tuple[float, float, float]:
         return self.clock(), self.busy(self.cores) or 0.0, self.own()
 
-    def __call__(self) -> int | None:
-        """The new thread count when it changed, else None; cheap between samples."""
+    def __call__(self) -> str | None:
+        """A line to log when the thread count (or, with a fixed count, whether other
+        processes crowd it) changed, else None; cheap between samples."""
         if self.clock() - self.last[0] < self.every:
             return None
         now = self._sample()
         elapsed = now[0] - self.last[0]
         self.others = max(0.0, (now[1] - self.last[1]) - (now[2] - self.last[2])) / elapsed
         self.last = now
-        threads = max(1, len(self.cores) - round(self.others))
-        if threads == torch.get_num_threads():
+        left = len(self.cores) - round(self.others)  # cores the others leave free
+        threads = torch.get_num_threads()
+        used = f"other processes use {self.others:.1f} of {len(self.cores)} cores"
+        if not self.follow:
+            crowded = left < min(threads, len(self.cores))
+            if crowded == self.crowded:
+                return None
+            self.crowded = crowded
+            if crowded:
+                return (f"{used}: this run keeps its {threads} thread{'s' if threads > 1 else ''} "
+                        "(training.num_threads), so it runs slower, to the same result")
+            return f"{used}: back to full speed"
+        free = max(1, left)
+        if free == threads:
             return None
-        torch.set_num_threads(threads)
-        return threads
+        torch.set_num_threads(free)
+        return f"{used}: computing on {free} thread{'s' if free > 1 else ''}"
 
 
 _fitter: ThreadFitter | None = None
 
 
 def fit_threads() -> str | None:
-    """Follow the machine's load when ``configure_threads`` chose the count (see there);
-    returns a line to log when the count changed."""
-    if _fitter is None or (threads := _fitter()) is None:
-        return None
-    return (f"other processes use {_fitter.others:.1f} of {len(_fitter.cores)} cores: "
-            f"computing on {threads} thread{'s' if threads > 1 else ''}")
+    """Follow the machine's load when ``configure_threads`` chose the count, or say when it
+    crowds a count that was set (see there); returns a line to log when that changed."""
+    return None if _fitter is None else _fitter()
 
 
 ONEDNN_CACHE_CAPACITY = 16  # compiled bfloat16 kernels kept in training (see mixed_precision)
