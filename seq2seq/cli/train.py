@@ -110,8 +110,9 @@ def train(
             raise typer.Exit(128 + stop.signum) from None
     best = "none (no finite score)" if state.best_score is None else f"{state.best_score:.2f}"
     steps = f"{state.step} step{'s' if state.step != 1 else ''}"
-    console.print(f"done: {steps}, best {config.training.early_stopping_metric} "
-                  f"{best} at step {state.best_step}; model: {run.model_path}")
+    console.print(f"done: {steps} in {state.train_seconds / 60:.1f} min of training, best "
+                  f"{config.training.early_stopping_metric} {best} at step {state.best_step}; "
+                  f"model: {run.model_path}")
 
 
 def check_batch_for_processes(config: Config, process: ProcessInfo) -> None:
