@@ -253,9 +253,9 @@ def resolve_mixed_precision(setting: bool | str, device: torch.device, model: nn
     if setting != "auto":
         enabled = bool(setting)
         name = low if enabled else "float32"
-        key = ("decoding.amp" if not training else
-               "training.amp" if device.type == "cuda" else "training.cpu_amp")
-        return PrecisionChoice(enabled, name, f"precision for {mode}: {name} ({key}: "
+        option = ("decoding.amp" if not training else
+                  "training.amp" if device.type == "cuda" else "training.cpu_amp")
+        return PrecisionChoice(enabled, name, f"precision for {mode}: {name} ({option}: "
                                f"{'true' if enabled else 'false'}, not auto)")
     if device.type == "cuda":
         return PrecisionChoice(True, "float16", f"precision auto for {mode}: float16 (CUDA)",
