@@ -9,11 +9,11 @@ First the offline figure: the same sentences translated in this process in batch
 ``seq2seq translate`` does), with the same beam, on every core. Then the server is started
 (``seq2seq serve``, a free loopback port) and, for each client count, every client sends one
 sentence per request, the next as soon as its answer arrives, until ``--requests`` requests
-(or ``--max-seconds``) per level: sentences/s, latency p50/p99 and the sentences the server's
-running search held per step on average. Last, requests go on at the highest client count
-until the server has answered ``--rss-requests`` in all, and the server's resident memory is
-read along the way (it must not grow). Every phase is bounded in requests and time; the
-server is stopped at the end. Prints a table and writes JSON (``--out``).
+(or ``--max-seconds``) per level: sentences/s, latency p50/p99 and the mean batch the server
+formed. Last, requests go on at the highest client count until the server has answered
+``--rss-requests`` in all, and the server's resident memory is read along the way (it must
+not grow). Every phase is bounded in requests and time; the server is stopped at the end.
+Prints a table and writes JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -100,10 +100,9 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def served_counts(url: str) -> tuple[int, int, int]:
-    """Requests answered, search steps taken and the sentences those steps held in all."""
-    served = httpx.get(f"{url}/v1/models", timeout=30).json()["models"][0]["served"]
-    return served["requests"], served["steps"], served["stepped_inputs"]
+def served_counts(url: str) -> tuple[int, int]:
+    model = httpx.get(f"{url}/v1/models", timeout=30).json()["models"][0]
+    return model["served"]["requests"], model["served"]["batches"]
 
 
 class Connection:
@@ -175,13 +174,13 @@ def level(url: str, sentences: list[str], clients: int, requests: int, seconds: 
     after = served_counts(url)
     latencies = np.array(found["latencies"]) * 1000
     answered = len(latencies)
-    steps = after[1] - before[1]
+    batches = after[1] - before[1]
     return {"clients": clients, "requests": answered, "errors": found["errors"],
             "seconds": round(found["wall"], 2),
             "sentences_per_s": round(answered / found["wall"], 1) if found["wall"] else None,
             "p50_ms": round(float(np.percentile(latencies, 50)), 1) if answered else None,
             "p99_ms": round(float(np.percentile(latencies, 99)), 1) if answered else None,
-            "mean_sentences_per_step": round((after[2] - before[2]) / steps, 1) if steps else None}
+            "mean_batch_requests": round((after[0] - before[0]) / batches, 2) if batches else None}
 
 
 def main() -> None:
@@ -243,10 +242,10 @@ def main() -> None:
         args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(f"offline: {result['offline']['sentences_per_s']} sentences/s "
           f"({result['offline']['sentences']} sentences, beam {args.beam_size})")
-    print("clients  sentences/s  p50 ms  p99 ms  held  x1 client  x offline  errors")
+    print("clients  sentences/s  p50 ms  p99 ms  batch  x1 client  x offline  errors")
     for r in result["levels"]:
         print(f"{r['clients']:>7}  {r['sentences_per_s']:>11}  {r['p50_ms']:>6}  {r['p99_ms']:>6}  "
-              f"{r['mean_sentences_per_step']:>5}  {r['vs_one_client'] or '-':>9}  {r['vs_offline']:>9}  "
+              f"{r['mean_batch_requests']:>5}  {r['vs_one_client'] or '-':>9}  {r['vs_offline']:>9}  "
               f"{r['errors']:>6}")
     print("server RSS (MiB) after N requests: " + ", ".join(
         f"{m['requests']}: {m['rss_mib']}" for m in result["server_rss_mib"]))

@@ -20,7 +20,6 @@ import torch
 
 from .search import (
     NEG_INF,
-    NO_TOKEN,
     Candidates,
     Hypothesis,
     Pick,
@@ -125,6 +124,7 @@ def sample(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths: torc
                            drop_multiple)
 
 
+@torch.no_grad()
 def beam_search(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
                 beam_size: int, alpha: float = 1.0, n_best: int = 1, min_length: int = 0,
                 no_repeat_ngram: int = 0, drop_multiple: int | None = None
@@ -143,131 +143,65 @@ def beam_search(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths:
     Returns:
         per sequence (input order), its ``n_best`` hypotheses, best first.
     """
-    search = BeamSearch(model, beam_size, alpha, n_best, min_length, no_repeat_ngram,
-                        drop_multiple)
-    ids = search.add(state, first_tokens, max_lengths)
-    found: dict[int, list[Hypothesis]] = {}
-    while search.sentences:
-        found.update(search.step())
-    return [found[i] for i in ids]
-
-
-class BeamSearch:
-    """Beam search over a batch that sentences may join at any step: each has its own step
-    count (its tokens so far), length budget and finished hypotheses. ``beam_search`` adds
-    all at once; a server adds requests while others are being translated (continuous
-    batching: a finished sentence leaves at once and a new one takes its place, so the batch
-    stays full where a batch taken whole would run on with its last, longest sentences).
-
-    A sentence's result does not depend on what it shares the batch with: the others' rows
-    are other rows of the same products, and a shorter source is padded and masked.
-    """
-
-    def __init__(self, model: Any, beam_size: int, alpha: float = 1.0, n_best: int = 1,
-                 min_length: int = 0, no_repeat_ngram: int = 0,
-                 drop_multiple: int | None = None) -> None:
-        self.model, self.k, self.alpha, self.n_best = model, beam_size, alpha, n_best
-        self.min_length, self.no_repeat_ngram = min_length, no_repeat_ngram
-        self.drop_multiple = drop_multiple
-        self.added = 0  # sentences added so far: the next one's id
-        self.sentences = 0  # sentences in the batch, done ones riding along as filler included
-        self.finished: dict[int, list[Hypothesis]] = {}  # per sentence id in the batch
-
-    def add(self, state: Any, first_tokens: torch.Tensor, max_lengths: torch.Tensor
-            ) -> list[int]:
-        """Add B sentences (their decoder state, first tokens [B], budgets [B]) -> their ids,
-        which ``step`` names them by when they are done."""
-        batch, k, device = first_tokens.size(0), self.k, first_tokens.device
-        ids = list(range(self.added, self.added + batch))
-        self.added += batch
-        self.finished.update((i, []) for i in ids)
-        state = state.select(torch.arange(batch, device=device).repeat_interleave(k))
-        scores = torch.full((batch, k), NEG_INF, device=device)
-        scores[:, 0] = 0.0  # all beams start identical: keep one alive to avoid duplicates
-        new = {"id": torch.tensor(ids, device=device), "limit": max_lengths.to(device),
-               "length": torch.zeros(batch, dtype=torch.long, device=device),
-               "running": torch.ones(batch, dtype=torch.bool, device=device),
-               "nth_best": torch.full((batch,), NEG_INF, device=device), "scores": scores}
-        token = first_tokens.repeat_interleave(k)
-        if self.sentences == 0:
-            self.state, self.token, self.per_sentence = state, token, new
-            self.history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
-            self.multiple = self.drop_multiple or default_drop_multiple(device)
-        else:
-            self.state = self.state.join(state)
-            self.token = torch.cat([self.token, token])
-            self.per_sentence = {name: torch.cat([self.per_sentence[name], tensor])
-                                 for name, tensor in new.items()}
-            no_tokens = self.history.new_full((batch * k, self.history.size(1)), NO_TOKEN)
-            self.history = torch.cat([self.history, no_tokens])
-        self.sentences += batch
-        return ids
-
-    @torch.no_grad()
-    def step(self) -> list[tuple[int, list[Hypothesis]]]:
-        """Advance every sentence by one token -> (id, its ``n_best`` hypotheses, best first)
-        of each sentence done at this step."""
-        k, alpha, n_best = self.k, self.alpha, self.n_best
-        s = self.per_sentence
-        length, limit = s["length"], s["limit"]
-        log_probs, self.state, _ = self.model.decode_step(self.token, self.state)
-        restrict_length(log_probs, length.repeat_interleave(k), limit.repeat_interleave(k),
-                        self.min_length)
-        block_repeated_ngrams(log_probs, self.history, self.no_repeat_ngram)
-        cand = Candidates.best(s["scores"], log_probs)
-        lengths = length.tolist()
-        one_length = lengths[0] if min(lengths) == max(lengths) else None
+    batch, k = first_tokens.size(0), beam_size
+    device = first_tokens.device
+    multiple = drop_multiple or default_drop_multiple(device)
+    state = state.select(torch.arange(batch, device=device).repeat_interleave(k))
+    max_lengths = max_lengths.to(device)
+    active = torch.arange(batch, device=device)  # original sentence of each batch sentence
+    running = torch.ones(batch, dtype=torch.bool, device=device)  # False: finished filler
+    scores = torch.full((batch, k), NEG_INF, device=device)
+    scores[:, 0] = 0.0  # all beams start identical: keep one alive to avoid duplicates
+    history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
+    token = first_tokens.repeat_interleave(k)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    nth_best = torch.full((batch,), NEG_INF, device=device)  # n_best-th best finished score
+    for step in range(int(max_lengths.max())):
+        n_active = active.numel()
+        log_probs, state, _ = model.decode_step(token, state)
+        restrict_length(log_probs, step, max_lengths[active].repeat_interleave(k), min_length)
+        block_repeated_ngrams(log_probs, history, no_repeat_ngram)
+        cand = Candidates.best(scores, log_probs)
 
         # Finish the </s> candidates that rank among the top K of their sentence.
-        finishing = cand.is_eos & s["running"].unsqueeze(1)
+        finishing = cand.is_eos & running.unsqueeze(1)
         finishing[:, k:] = False
         if bool(finishing.any()):
-            ids, width = s["id"].tolist(), self.history.size(1)
+            norm = length_penalty(step + 1, alpha)
             for a, c in finishing.nonzero().tolist():
                 row = a * k + int(cand.beams[a, c])
                 lp = float(cand.scores[a, c])
-                tokens = self.history[row, width - lengths[a]:].tolist()
-                self.finished[ids[a]].append(
-                    Hypothesis(tokens, lp / length_penalty(lengths[a] + 1, alpha), lp))
+                finished[int(active[a])].append(
+                    Hypothesis(history[row].tolist(), lp / norm, lp))
             for a in finishing.any(dim=1).nonzero(as_tuple=True)[0].tolist():
-                hyps = self.finished[ids[a]]
+                hyps = finished[int(active[a])]
                 hyps.sort(key=lambda h: h.score, reverse=True)
                 del hyps[k:]  # only the K best finished can ever be returned
                 if len(hyps) >= n_best:
-                    s["nth_best"][a] = hyps[n_best - 1].score
+                    nth_best[active[a]] = hyps[n_best - 1].score
 
         # A sentence is done when no alive hypothesis can still enter the n_best finished
         # ones it returns: alive log-probs only fall, so with alpha = 0 this test is exact;
         # with alpha > 0 it assumes the hypothesis would end now (the usual heuristic).
         best_alive = cand.scores.masked_fill(cand.is_eos, NEG_INF).max(dim=1).values
-        if one_length is not None:
-            bound = best_alive / length_penalty(one_length + 2, alpha)
-        else:
-            bound = best_alive / torch.tensor([length_penalty(n + 2, alpha) for n in lengths],
-                                              device=best_alive.device)
-        done = s["running"] & ((bound <= s["nth_best"]) | (limit <= length + 1))
+        bound = best_alive / length_penalty(step + 2, alpha)
+        done = (bound <= nth_best[active]) | (max_lengths[active] <= step + 1)
 
-        s["scores"], rows, self.token = cand.alive(k)
-        self.history = torch.cat([self.history[rows], self.token.unsqueeze(1)], dim=1)
-        s["length"] = length + 1
-        s["running"] = s["running"] & ~done
-        results = [(i, self.finished.pop(i)[:n_best])
-                   for i in s["id"][done].tolist()]
+        scores, rows, token = cand.alive(k)
+        history = torch.cat([history[rows], token.unsqueeze(1)], dim=1)
 
-        running = s["running"]
+        running = running & ~done
         if not bool(running.any()):
-            self.sentences = 0
-            return results
-        keep = rows_to_keep(running, self.multiple)
+            break
+        keep = rows_to_keep(running, multiple)
         if keep is None:  # rows move only among the beams of their own sentence
-            self.state = self.state.reorder_beams(rows)
-            return results
-        rows = (rows.view(-1, k)[keep]).view(-1)  # drop finished sentences from the batch
-        beam_rows = (keep.unsqueeze(1) * k + torch.arange(k, device=keep.device)).view(-1)
-        self.token = self.token[beam_rows]
-        self.per_sentence = {name: tensor[keep] for name, tensor in s.items()}
-        longest = int(self.per_sentence["length"].max())
-        self.history = self.history[beam_rows, self.history.size(1) - longest:]
-        self.state = self.state.select(rows)
-        self.sentences = keep.numel()
-        return results
+            state = state.reorder_beams(rows)
+        else:  # drop finished sentences from the batch
+            rows = (rows.view(n_active, k)[keep]).view(-1)
+            beam_rows = (keep.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
+            history, token = history[beam_rows], token[beam_rows]
+            scores, active, running = scores[keep], active[keep], running[keep]
+            state = state.select(rows)
+    return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in finished]
+
+

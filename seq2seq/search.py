@@ -52,18 +52,13 @@ def start_tokens(batch: int, device: torch.device | str = "cpu") -> torch.Tensor
     return torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
 
 
-NO_TOKEN = -1  # fills a history on the left where its row has fewer tokens than others
-
-
 def block_repeated_ngrams(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> None:
-    """Forbid (in place) each token that would repeat an n-gram already in ``history`` [N, t]
-    (a row with fewer tokens is filled on the left with ``NO_TOKEN``)."""
+    """Forbid (in place) each token that would repeat an n-gram already in ``history`` [N, t]."""
     if n <= 0 or history.size(1) < n:
         return
     prefix = history[:, history.size(1) - (n - 1):]  # the last n-1 tokens: [N, n-1]
     windows = history.unfold(1, n, 1)  # every n-gram so far: [N, t-n+1, n]
-    # Fill matches fill only where a row has no token at all: its n-gram's last is no token.
-    match = (windows[:, :, :-1] == prefix.unsqueeze(1)).all(-1) & (windows[:, :, -1] != NO_TOKEN)
+    match = (windows[:, :, :-1] == prefix.unsqueeze(1)).all(-1)
     rows, cols = match.nonzero(as_tuple=True)
     log_probs[rows, windows[rows, cols, -1]] = NEG_INF
 

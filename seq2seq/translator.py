@@ -19,7 +19,7 @@ from .config import Config, DecodingConfig, config_from_dict
 from .data.batching import BucketBatchSampler, IdColumn, make_translation_batch
 from .errors import UserError, require_text_list
 from .export.folder import is_export_dir
-from .fast_search import BeamSearch, beam_search, greedy_search
+from .fast_search import beam_search, greedy_search
 from .models.translation import TranslationModel
 from .precision import PrecisionChoice, probe_rows, resolve_mixed_precision
 from .pretrained import load_tokenizers, open_run, weights_path
@@ -142,8 +142,14 @@ class Translator:
         sentence gets ``n_best`` empty translations, so every sentence has as many entries.
         """
         require_text_list(sentences, "Translator.translate")
-        decoding = self._resolved(beam_size=beam_size, n_best=n_best, **decoding_options)
-        column, non_empty = self._source_ids(sentences)
+        decoding = self.decoding_config(beam_size=beam_size, n_best=n_best, **decoding_options)
+        self.precision = decoding_precision(self.model, self.device, decoding)
+        decoding = dataclasses.replace(decoding, amp=self.precision.enabled)
+        limit = self.config.data.max_src_length - 1
+        encoded = self.src_tokenizer.encode_batch(list(sentences))
+        self.truncated = sum(len(ids) > limit for ids in encoded)
+        column = IdColumn.from_lists([ids[:limit] for ids in encoded])
+        non_empty = np.array([i for i, s in enumerate(sentences) if s.strip()], dtype=np.int64)
         if decoding.min_length and len(non_empty):
             # a budget counts </s>: the words allowed are one fewer
             budgets = max_output_lengths(torch.from_numpy(column.lengths()[non_empty] + 1),
@@ -153,34 +159,12 @@ class Translator:
             self.min_length_capped = 0
         found = decode_ids(self.model, column, self.device, decoding, non_empty) if len(non_empty) else []
         by_row = dict(zip(non_empty.tolist(), found))
-        empty = [Hypothesis([], 0.0, 0.0)] * decoding.n_best
-        return [self._translations(by_row.get(i, empty)) for i in range(len(sentences))]
-
-    def continuous_batch(self, beam_size: int | None = None, n_best: int | None = None,
-                         **decoding_options: Any) -> ContinuousBatch:
-        """A search that sentences may join while others are being translated, each getting
-        what :meth:`translate_n_best` gives it (options as there): a server's batching."""
-        decoding = self._resolved(beam_size=beam_size, n_best=n_best, **decoding_options)
-        return ContinuousBatch(self, decoding)
-
-    def _resolved(self, **options: Any) -> DecodingConfig:
-        """The decoding options, checked, with ``amp`` resolved (``self.precision`` says it)."""
-        decoding = self.decoding_config(**options)
-        self.precision = decoding_precision(self.model, self.device, decoding)
-        return dataclasses.replace(decoding, amp=self.precision.enabled)
-
-    def _source_ids(self, sentences: list[str]) -> tuple[IdColumn, np.ndarray]:
-        """The sentences' ids cut to ``data.max_src_length`` (``self.truncated`` counts the
-        cut ones) and the rows of the non-empty ones, which are the ones to translate."""
-        limit = self.config.data.max_src_length - 1
-        encoded = self.src_tokenizer.encode_batch(list(sentences))
-        self.truncated = sum(len(ids) > limit for ids in encoded)
-        column = IdColumn.from_lists([ids[:limit] for ids in encoded])
-        return column, np.array([i for i, s in enumerate(sentences) if s.strip()], dtype=np.int64)
-
-    def _translations(self, hypotheses: list[Hypothesis]) -> list[Translation]:
-        return [Translation(self.trg_tokenizer.decode(h.tokens), h.score, h.log_prob)
-                for h in hypotheses]
+        results = []
+        for i in range(len(sentences)):
+            hyps = by_row.get(i, [Hypothesis([], 0.0, 0.0)] * decoding.n_best)
+            results.append([Translation(self.trg_tokenizer.decode(h.tokens), h.score, h.log_prob)
+                            for h in hyps])
+        return results
 
     @torch.no_grad()
     def attention(self, source: str, translation: str
@@ -224,62 +208,3 @@ class Translator:
         # must be >= 1" (--beam-size on the command line).
         config_from_dict(raw, source=f"decoding options ({given})")
         return merged
-
-
-class ContinuousBatch:
-    """One beam search that sentences join while others are being translated (continuous
-    batching, as ``seq2seq serve`` uses it): a sentence is done as soon as its own search
-    is, and leaves; one added later joins at the next step. Each gets the n-best list
-    :meth:`Translator.translate_n_best` gives it (beam size 1: its greedy search).
-
-        batch = translator.continuous_batch(beam_size=5)
-        ids = batch.add(["¿Dónde está la estación?", "Hola."])
-        while batch:
-            for sentence_id, n_best in batch.step():
-                ...
-    """
-
-    def __init__(self, translator: Translator, decoding: DecodingConfig) -> None:
-        self.translator, self.decoding = translator, decoding
-        self.amp = decoding.amp is True  # resolved by the translator: never "auto" here
-        greedy = decoding.beam_size == 1  # scored as greedy search scores: no length penalty
-        self.search = BeamSearch(translator.model, decoding.beam_size,
-                                 0.0 if greedy else decoding.length_penalty, decoding.n_best,
-                                 decoding.min_length, decoding.no_repeat_ngram)
-        self.added = 0  # sentences added so far: the next one's id
-        self.ready: list[tuple[int, list[Translation]]] = []  # done without a search (empty)
-        self.searched: dict[int, int] = {}  # the search's id of a sentence -> its own id
-
-    def __len__(self) -> int:
-        """Sentences added and not yet returned by ``step``."""
-        return len(self.searched) + len(self.ready)
-
-    def add(self, sentences: list[str]) -> list[int]:
-        """Sentences to translate -> their ids (counted from 0 in the order added)."""
-        require_text_list(sentences, "ContinuousBatch.add")
-        ids = list(range(self.added, self.added + len(sentences)))
-        self.added += len(sentences)
-        column, non_empty = self.translator._source_ids(sentences)
-        empty = [Hypothesis([], 0.0, 0.0)] * self.decoding.n_best
-        self.ready += [(ids[i], self.translator._translations(empty))
-                       for i in sorted(set(range(len(sentences))) - set(non_empty.tolist()))]
-        if len(non_empty):
-            model, device = self.translator.model, self.translator.device
-            batch = make_translation_batch(column, None, non_empty)
-            with mixed_precision(device, self.amp):
-                state = model.encode(batch.src.to(device), batch.src_lengths)
-            limits = max_output_lengths(batch.src_lengths, self.decoding.max_length_ratio,
-                                        self.decoding.max_length_extra)
-            searched = self.search.add(state, start_tokens(len(non_empty), device), limits)
-            self.searched.update(zip(searched, (ids[i] for i in non_empty.tolist())))
-        return ids
-
-    def step(self) -> list[tuple[int, list[Translation]]]:
-        """One search step -> (id, n-best translations) of each sentence done now."""
-        done, self.ready = self.ready, []
-        if self.search.sentences:
-            with mixed_precision(self.translator.device, self.amp):
-                found = self.search.step()
-            done += [(self.searched.pop(i), self.translator._translations(hyps))
-                     for i, hyps in found]
-        return done

@@ -124,31 +124,6 @@ def test_translate_returns_one_type_and_n_best_has_its_own_method(trained):
         translator.translate(["1 2 3"], n_best=2)
 
 
-@pytest.mark.parametrize("beam_size,n_best", [(1, 1), (3, 2)])
-def test_a_continuous_batch_translates_as_translate_n_best(trained, beam_size, n_best):
-    """Sentences added to a running continuous batch, a few at a time (empty and overlong
-    ones among them), get the n-best lists translate_n_best gives them."""
-    from seq2seq import Translator
-
-    translator = Translator.from_pretrained(trained, device="cpu")
-    sentences = ["1 2 3", "", "4 5 6 7 8 9 1 2 3 4", "7", "8 8 1", "2 4 6 8", "  ", "3 3"]
-    expected = translator.translate_n_best(sentences, beam_size=beam_size, n_best=n_best)
-    batch = translator.continuous_batch(beam_size=beam_size, n_best=n_best)
-    ids, found = [], {}
-    for group in [sentences[:3], sentences[3:4], [], sentences[4:7], sentences[7:]]:
-        ids += batch.add(group)
-        found.update(batch.step())
-    while len(batch):
-        found.update(batch.step())
-    assert ids == list(range(len(sentences)))
-    for i, hyps in zip(ids, expected, strict=True):
-        assert [h.text for h in found[i]] == [h.text for h in hyps]
-        assert [h.score for h in found[i]] == pytest.approx([h.score for h in hyps], abs=1e-5)
-        assert [h.log_prob for h in found[i]] == pytest.approx([h.log_prob for h in hyps],
-                                                                abs=1e-5)
-    assert any(h.text for i in ids for h in found[i])  # the tiny model writes something
-
-
 def test_a_min_length_above_the_length_budget_is_noted(trained):
     result = run_cli("translate", trained, "--min-length", "30", "1 2", "3 4 5 6 7 8")
     assert result.exit_code == 0, result.output

@@ -340,40 +340,6 @@ def test_fast_greedy_and_beam_search_equal_the_plain_ones(cell, attention, optio
             assert_same_hypotheses(expected, got)
 
 
-@pytest.mark.parametrize("cell,attention", [("gru", "bahdanau"), ("lstm", "luong"),
-                                            ("rnn", "none")])
-@pytest.mark.parametrize("options", [{}, {"min_length": 3, "no_repeat_ngram": 2},
-                                     {"drop_multiple": 4, "alpha": 0.6}])
-def test_sentences_joining_a_running_beam_search_get_what_they_get_alone(cell, attention,
-                                                                          options):
-    """Continuous batching: sentences added while others are half-way (a longer source
-    padding the batch's, a shorter one padded) end with the hypotheses and scores each gets
-    searched alone; every sentence is reported once, when it is done."""
-    model = peaked_model(seed=7, cell=cell, attention=attention)
-    src, lengths = sources(n=14, seed=4)
-    limits = max_output_lengths(lengths, 2.0, 3)
-    options = {"n_best": 3, **options}  # n-best lists end at the most varied lengths
-    alone = [beam_search(model, src[i: i + 1, : lengths[i]], lengths[i: i + 1],
-                         limits[i: i + 1], 3, **options)[0] for i in range(len(lengths))]
-    search_ = fast_search.BeamSearch(model, 3, **options)
-    found, ids, joined_mid_way = {}, [], 0
-    groups = [[0, 1, 2], [3], [4, 5], [6], [7, 8, 9], [], [10], [11, 12, 13]]
-    for group in groups + [[]] * 100:
-        if group:
-            joined_mid_way += search_.sentences > 0
-            width = int(lengths[group].max())
-            state = model.encode(src[group, :width], lengths[group])
-            ids += search_.add(state, start_tokens(len(group)), limits[group])
-        if search_.sentences:
-            done = search_.step()
-            assert not set(found) & {i for i, _ in done}
-            found.update(done)
-    assert len(found) == len(lengths) and joined_mid_way >= 5
-    for expected, i in zip(alone, ids, strict=True):
-        assert_same_hypotheses(expected, found[i])
-    assert len({len(h.tokens) for hyps in alone for h in hyps}) > 3  # ends vary
-
-
 @pytest.mark.parametrize("options", [{"temperature": 1.5}, {"top_k": 3, "min_length": 3},
                                      {"top_p": 0.8, "temperature": 0.7}])
 def test_fast_sampling_draws_what_the_plain_sampling_draws(options):

@@ -130,28 +130,6 @@ def recording(batcher: Batcher, monkeypatch) -> list[tuple[object, list]]:
     return calls
 
 
-def recording_sessions(batcher: Batcher, monkeypatch) -> list[dict]:
-    """Record every continuous session the batcher opens: its key and the inputs added."""
-    sessions: list[dict] = []
-    open_session = batcher.continuous
-
-    def recorded(key):
-        session = open_session(key)
-        record = {"key": key, "added": []}
-        sessions.append(record)
-        add = session.add
-
-        def recorded_add(inputs):
-            record["added"].append(list(inputs))
-            return add(inputs)
-
-        session.add = recorded_add
-        return session
-
-    monkeypatch.setattr(batcher, "continuous", recorded)
-    return sessions
-
-
 def concurrently(client: httpx.Client, requests: list[tuple[str, dict]]) -> list[httpx.Response]:
     """Send the requests at once (a barrier releases every thread together)."""
     barrier = threading.Barrier(len(requests))
@@ -202,26 +180,31 @@ def test_translate_equals_the_python_api(client, runs):
     assert got[1]["attention"] is None  # an empty text has nothing to attend to
 
 
-def test_concurrent_translations_share_searches_and_equal_the_python_api(client, models, runs,
-                                                                         monkeypatch):
-    """Requests arriving together join running searches (continuous batching), never one
-    with other decoding options; each request's translations are those of translating it
-    alone with the Python API."""
+def test_concurrent_translations_are_batched_and_equal_the_python_api(client, models, runs,
+                                                                      monkeypatch):
+    """Requests arriving together are answered by few batched searches; each batch's
+    answers are exactly those of one Translator call over its texts, and each request's
+    translations are those of translating it alone."""
     batcher = models["digits"].batcher
-    sessions = recording_sessions(batcher, monkeypatch)
+    monkeypatch.setattr(batcher, "max_wait", 0.5)
+    calls = recording(batcher, monkeypatch)
     before = batcher.requests
     texts = [["1 2 3"], ["4 5", "6"], ["7 7 8 9"], ["0"], ["3 1 4 1 5"], ["2 6"], ["5 3"], ["8"]]
-    requests = [("/v1/translate", {"texts": t, "beam_size": 3 if i in (2, 5) else 2,
-                                   "n_best": 2}) for i, t in enumerate(texts)]
+    requests = [("/v1/translate", {"texts": t, "beam_size": 2 + i % 2, "n_best": 2})
+                for i, t in enumerate(texts)]
     answers = concurrently(client, requests)
     assert [a.status_code for a in answers] == [200] * len(texts)
     assert batcher.requests - before == len(texts)
-    assert len(sessions) < len(texts)  # shared: fewer searches than requests
-    for session in sessions:  # beam sizes never share a search
-        beam = session["key"][1]
-        assert all(requests[i][1]["beam_size"] == beam
-                   for added in session["added"] for i, t in enumerate(texts) if t == added)
+    assert len(calls) < len(texts)  # gathered: fewer searches than requests
+    assert {key[1] for key, _ in calls} == {2, 3}  # beam sizes never share a search
     translator = Translator.from_pretrained(runs["digits"], device="cpu")
+    served = {text: row for t, a in zip(texts, answers)  # every text is in one request only
+              for text, row in zip(t, a.json()["translations"])}
+    for key, batch_texts in calls:
+        direct = translator.translate_n_best(batch_texts, beam_size=key[1], n_best=key[2])
+        assert [served[text]["n_best"] for text in batch_texts] == [
+            [{"text": h.text, "score": h.score, "log_prob": h.log_prob} for h in hyps]
+            for hyps in direct]
     for (_, body), answer in zip(requests, answers):
         alone = translator.translate_n_best(body["texts"], beam_size=body["beam_size"], n_best=2)
         for row, hyps in zip(answer.json()["translations"], alone):
@@ -546,99 +529,6 @@ def test_the_token_budget_splits_batches_and_keys_never_mix():
 
     assert asyncio.run(main()) == [[1], [2], [3], [4], [5], [6]]
     assert calls == [("a", [1, 3]), ("b", [2]), ("a", [4]), (None, [5]), (None, [6])]
-
-
-class CountingSession:
-    """A stand-in continuous session: input n is done after n steps, with output 10 * n; a
-    step holding input 0 fails. ``log`` gets ("open", key), and per step the inputs held."""
-
-    def __init__(self, key, log: list) -> None:
-        self.inputs: dict[int, int] = {}  # id -> input, while held
-        self.steps: dict[int, int] = {}  # id -> steps so far
-        self.log = log
-        log.append(("open", key))
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def add(self, inputs: list[int]) -> list[int]:
-        ids = list(range(len(self.steps), len(self.steps) + len(inputs)))
-        self.inputs.update(zip(ids, inputs))
-        self.steps.update((i, 0) for i in ids)
-        return ids
-
-    def step(self) -> list[tuple[int, int]]:
-        self.log.append(sorted(self.inputs.values()))
-        if 0 in self.inputs.values():
-            raise ValueError("zero")
-        for i in self.inputs:
-            self.steps[i] += 1
-        done = [i for i, n in self.inputs.items() if self.steps[i] == n]
-        return [(i, 10 * self.inputs.pop(i)) for i in done]
-
-
-def continuous_batcher(log: list, budget: int = 100) -> Batcher:
-    def run(key, inputs):  # a job retried alone
-        if 0 in inputs:
-            raise ValueError("zero")
-        return [10 * n for n in inputs]
-
-    return Batcher("test", run, budget=budget, max_wait=0.2,
-                   continuous=lambda key: CountingSession(key, log))
-
-
-def test_a_continuous_session_answers_each_job_when_its_own_inputs_are_done():
-    """Jobs join the running session as they come and each is answered as soon as its own
-    inputs are done, not when the longest one is; a job with another key waits until the
-    session has finished what it holds, and jobs arriving after it wait for its turn."""
-    log: list = []
-
-    async def main():
-        batcher = continuous_batcher(log)
-        batcher.start()
-        answered: list = []
-
-        async def send(job, delay=0.0):
-            await asyncio.sleep(delay)
-            result = await batcher.submit(job)
-            answered.append(result)
-            return result
-
-        results = await asyncio.gather(
-            send(Job("a", [6])), send(Job("a", [1, 2])), send(Job("a", [3]), delay=0.05),
-            send(Job("b", [1])), send(Job("a", [2]), delay=0.3))
-        await batcher.stop()
-        return results, answered
-
-    results, answered = asyncio.run(main())
-    assert results == [[60], [10, 20], [30], [10], [20]]
-    assert answered[0] == [10, 20]  # done at step 2 of a session whose longest input takes 6
-    opened = [entry[1] for entry in log if entry[0] == "open"]
-    assert opened == ["a", "b", "a"]  # the last job joined the idle session of the one before
-    first_session = log[1:log.index(("open", "b"))]
-    assert first_session[0] == [1, 2, 6]  # the jobs that came together share the first step
-    assert len(first_session) == 6  # ... and the session ran to its longest input alone
-    assert [3] not in first_session  # the job sent later came after "b" waited: next turn
-
-
-def test_a_continuous_session_takes_jobs_within_the_budget_and_one_failing_fails_alone():
-    log: list = []
-
-    async def main(jobs):
-        batcher = continuous_batcher(log, budget=5)
-        batcher.start()
-        results = await asyncio.gather(*(batcher.submit(j) for j in jobs),
-                                       return_exceptions=True)
-        await batcher.stop()
-        return results
-
-    jobs = [Job("a", [3], cost=3), Job("a", [1], cost=2), Job("a", [2], cost=2)]
-    assert asyncio.run(main(jobs)) == [[30], [10], [20]]
-    # The third job joined when the second left: never more than 5 in cost at once.
-    assert log[1:] == [[1, 3], [2, 3], [2, 3]]
-    log.clear()
-    results = asyncio.run(main([Job("a", [2]), Job("a", [0]), Job("a", [1])]))
-    assert results[0] == [20] and results[2] == [10] and isinstance(results[1], ValueError)
 
 
 def test_api_key_guards_every_route_but_the_health_check(runs):

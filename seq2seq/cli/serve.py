@@ -30,11 +30,10 @@ def serve(
     max_body: int = typer.Option(1_000_000, help="Bytes per request body at most."),
     max_beam_size: int = typer.Option(16, help="beam_size at most."),
     max_samples: int = typer.Option(8, help="num_samples (generation) at most."),
-    batch_tokens: int = typer.Option(4096, help="Source tokens in one running translation "
-                                     "search (or one classification batch) at most."),
-    max_wait_ms: float = typer.Option(20.0, help="A classification batch waits for more "
-                                      "requests while they come this close together "
-                                      "(milliseconds; at most 10x this in all)."),
+    batch_tokens: int = typer.Option(4096, help="Source tokens gathered into one batch at most."),
+    max_wait_ms: float = typer.Option(20.0, help="A batch waits for more requests while "
+                                      "they come this close together (milliseconds; at most "
+                                      "10x this in all)."),
     threads: int = typer.Option(0, help="CPU threads for inference; 0 = every core but one "
                                 "(which the HTTP side keeps)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),

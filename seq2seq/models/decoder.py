@@ -32,22 +32,6 @@ class SourceMemory:
         return SourceMemory(self.memory.index_select(0, index), self.keys.index_select(0, index),
                             self.mask.index_select(0, index))
 
-    def join(self, other: SourceMemory) -> SourceMemory:
-        """Rows of ``self`` then rows of ``other``; the shorter sources are padded (masked)."""
-        length = max(self.mask.size(1), other.mask.size(1))
-        parts = [_pad_source(self, length), _pad_source(other, length)]
-        return SourceMemory(*(torch.cat(tensors) for tensors in zip(*parts)))
-
-
-def _pad_source(source: SourceMemory, length: int
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """memory, keys and mask padded to ``length`` source positions."""
-    extra = length - source.mask.size(1)
-    if extra == 0:
-        return source.memory, source.keys, source.mask
-    return (F.pad(source.memory, (0, 0, 0, extra)), F.pad(source.keys, (0, 0, 0, extra)),
-            F.pad(source.mask, (0, extra)))
-
 
 @dataclass
 class DecoderState:
@@ -75,17 +59,6 @@ class DecoderState:
         sentence: the source is the same for all of a sentence's beams, so it stays where it
         is instead of being copied (the largest tensors, at every search step)."""
         return self._recurrent_rows(index, self.source)
-
-    def join(self, other: DecoderState) -> DecoderState:
-        """The rows of ``self`` then those of ``other`` (sentences joining a running search)."""
-        def rows(a: torch.Tensor | None, b: torch.Tensor | None, dim: int) -> torch.Tensor | None:
-            return None if a is None or b is None else torch.cat([a, b], dim)
-        hidden = rows(self.hidden, other.hidden, 1)
-        assert hidden is not None
-        source = (None if self.source is None or other.source is None
-                  else self.source.join(other.source))
-        return DecoderState(hidden, rows(self.cell, other.cell, 1),
-                            rows(self.feed, other.feed, 0), source)
 
     def _recurrent_rows(self, index: torch.Tensor, source: SourceMemory | None) -> DecoderState:
         return DecoderState(self.hidden.index_select(1, index),

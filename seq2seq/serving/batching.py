@@ -14,45 +14,21 @@ two halves taking turns; a lone client never waits. Jobs whose key is None (a sa
 generation, with its own seed and streaming callback) run alone.
 
 A batch that fails is run again one job at a time, so a job that fails fails alone.
-
-A service may instead open a continuous session for a key (``continuous(key)``, e.g. a
-translator's beam search that sentences join at any step): jobs with that key then join the
-running session as they arrive, each answered as soon as its own inputs are done, and no
-batch waits for its slowest member. Jobs with another key wait until the session has
-finished what it holds (it takes no new jobs while they wait), so no key starves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import time
-from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 log = logging.getLogger("seq2seq.serve")
 
 RunBatch = Callable[[Hashable, list[Any]], list[Any]]  # (key, inputs) -> one output per input
-
-
-class Session(Protocol):
-    """A running computation that inputs join at any step (see the module)."""
-
-    def __len__(self) -> int:  # inputs added and not yet returned
-        ...
-
-    def add(self, inputs: list[Any]) -> list[int]:  # -> their ids
-        ...
-
-    def step(self) -> list[tuple[int, Any]]:  # -> (id, output) of the inputs done now
-        ...
-
-
-OpenSession = Callable[[Hashable], Session]  # called on the worker thread
 
 
 @dataclass
@@ -73,28 +49,20 @@ class Batcher:
     """Runs the jobs of one model; ``run(key, inputs)`` is called on one worker thread."""
 
     def __init__(self, name: str, run: RunBatch, budget: int = 4096,
-                 max_wait: float = 0.02, continuous: OpenSession | None = None) -> None:
+                 max_wait: float = 0.02) -> None:
         self.name = name
         self.run = run
-        self.continuous = continuous
         self.budget = budget
         self.max_wait = max_wait
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"serve-{name}")
         self.waiting: list[_Waiting] = []
         self.requests = 0  # jobs run
         self.batches = 0  # calls made
-        self.steps = 0  # steps of continuous sessions
-        self.stepped = 0  # inputs those steps held, summed
         self._ended = 0.0  # when the previous call ended (time.monotonic)
         self._active = budget  # jobs active then: that call's and those waiting for the next
         # (before the first call: unknown, so the first batch waits until arrivals pause)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-
-    def counts(self) -> dict[str, int]:
-        """Jobs run, calls made, continuous steps taken and the inputs they held in all."""
-        return {"requests": self.requests, "batches": self.batches, "steps": self.steps,
-                "stepped_inputs": self.stepped}
 
     def start(self) -> None:
         """Start gathering (in the running event loop); a batcher serves one app at a time."""
@@ -132,11 +100,7 @@ class Batcher:
                 await self._wake.wait()
                 continue
             first = self.waiting[0]
-            key = first.job.key
-            if self.continuous is not None and key is not None:
-                await self._run_session(key)
-                continue
-            if key is not None:
+            if first.job.key is not None:
                 await self._gather(first)
             batch = self._take(first.job.key)
             if batch:
@@ -159,15 +123,14 @@ class Batcher:
             except asyncio.TimeoutError:
                 return
 
-    def _take(self, key: Hashable | None, budget: bool = True) -> list[_Waiting]:
-        """The oldest waiting jobs with ``key`` that fit the budget (the first always does;
-        all of them if not ``budget``)."""
+    def _take(self, key: Hashable | None) -> list[_Waiting]:
+        """The oldest waiting jobs with ``key`` that fit the budget (the first always does)."""
         batch: list[_Waiting] = []
         cost = 0
         for waiting in self.waiting:
             if waiting.future.done() or waiting.job.key != key:
                 continue
-            if batch and (key is None or budget and cost + waiting.job.cost > self.budget):
+            if batch and (key is None or cost + waiting.job.cost > self.budget):
                 break
             batch.append(waiting)
             cost += waiting.job.cost
@@ -204,107 +167,6 @@ class Batcher:
             _settle(waiting.future, outputs[start:end])
             start = end
 
-    async def _run_session(self, key: Hashable) -> None:
-        """Feed jobs with ``key`` to a session (on the worker thread) as they come until a
-        job with another key waits, then let it finish what it holds; jobs it did not take go
-        back to the head of the line."""
-        assert self._wake is not None  # set by start()
-        loop = asyncio.get_running_loop()
-        inbox: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()  # None: no more
-        worker = loop.run_in_executor(self.executor, self._serve, key, inbox, loop)
-        closed = False
-        try:
-            while not worker.done():
-                if not closed and self.waiting:
-                    for waiting in self._take(key, budget=False):
-                        inbox.put(waiting)
-                    if self.waiting:  # another key: its turn once the session is done
-                        inbox.put(None)
-                        closed = True
-                self._wake.clear()
-                woken = asyncio.ensure_future(self._wake.wait())
-                either: list[asyncio.Future[Any]] = [worker, woken]
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-                woken.cancel()
-        finally:
-            inbox.put(None)  # also when cancelled (stop): the session ends with what it holds
-        # In line again: the jobs it had not started, then those it never took (put in the
-        # inbox even as it ended).
-        self.waiting[:0] = (await worker) + _drained(inbox)
-
-    def _serve(self, key: Hashable, inbox: queue.SimpleQueue[_Waiting | None],
-               loop: asyncio.AbstractEventLoop) -> list[_Waiting]:
-        """The worker's loop: open a session for ``key``, add the jobs that come (while their
-        cost fits the budget), step, and answer each job once all its inputs are done. It
-        ends when the inbox is closed or idle for a second with nothing in hand.
-        -> the jobs it took and did not start."""
-        pending: deque[_Waiting] = deque()
-        owner: dict[int, tuple[_Waiting, int]] = {}  # input id -> (its job, its position)
-        outputs: dict[int, list[Any]] = {}  # per job (id of its _Waiting): its outputs
-        left: dict[int, int] = {}  # per job: inputs not yet done
-        cost, closed = 0, False
-        assert self.continuous is not None  # how this was called
-        session: Session | None = None
-
-        def answer(waiting: _Waiting, result: Any = None, error: Exception | None = None) -> None:
-            loop.call_soon_threadsafe(_settle, waiting.future, result, error)
-
-        while True:
-            while not closed:
-                idle = not owner and not pending
-                try:
-                    item = inbox.get(timeout=1.0) if idle else inbox.get_nowait()
-                except queue.Empty:
-                    if idle:
-                        return []
-                    break
-                if item is None:
-                    closed = True
-                else:
-                    pending.append(item)
-            while pending and (not owner or cost + pending[0].job.cost <= self.budget):
-                waiting = pending.popleft()
-                try:
-                    if session is None:
-                        session = self.continuous(key)
-                    ids = session.add(waiting.job.inputs)
-                except Exception as err:
-                    answer(waiting, error=err)
-                    continue
-                self.requests += 1
-                if not ids:
-                    answer(waiting, [])
-                    continue
-                cost += waiting.job.cost
-                outputs[id(waiting)], left[id(waiting)] = [None] * len(ids), len(ids)
-                owner.update((i, (waiting, n)) for n, i in enumerate(ids))
-            if not owner:  # nothing in hand (so nothing pending)
-                if closed:
-                    return []
-                continue
-            assert session is not None  # it holds the inputs of ``owner``
-            try:
-                done = session.step()
-            except Exception:  # each job alone, so that the one at fault fails alone
-                log.exception("a continuous batch of %s failed: its jobs run one by one",
-                              self.name)
-                for waiting in {id(w): w for w, _ in owner.values()}.values():
-                    try:
-                        answer(waiting, self.run(waiting.job.key, waiting.job.inputs))
-                    except Exception as alone:
-                        answer(waiting, error=alone)
-                return list(pending)
-            self.steps += 1
-            self.stepped += len(owner)
-            for i, output in done:
-                waiting, position = owner.pop(i)
-                outputs[id(waiting)][position] = output
-                left[id(waiting)] -= 1
-                if not left[id(waiting)]:
-                    del left[id(waiting)]
-                    answer(waiting, outputs.pop(id(waiting)))
-                    cost -= waiting.job.cost
-
     def _call_ended(self, batch: list[_Waiting]) -> None:
         self._ended = time.monotonic()
         self._active = len(batch) + sum(not w.future.done() for w in self.waiting)
@@ -318,15 +180,3 @@ def _settle(future: asyncio.Future[list[Any]], result: Any = None,
         future.set_exception(error)
     else:
         future.set_result(result)
-
-
-def _drained(inbox: queue.SimpleQueue[Any]) -> list[Any]:
-    """What is left in ``inbox`` (jobs; the None that closes it dropped)."""
-    left: list[Any] = []
-    while True:
-        try:
-            item = inbox.get_nowait()
-        except queue.Empty:
-            return left
-        if item is not None:
-            left.append(item)

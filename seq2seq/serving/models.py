@@ -38,7 +38,7 @@ class ServedModel:
                                  "layers": config.model.encoder.layers},
                 "training": training_figures(model.run, config.training.early_stopping_metric),
                 **self.service.describe(),
-                "served": self.batcher.counts()}
+                "served": {"requests": self.batcher.requests, "batches": self.batcher.batches}}
 
 
 def training_figures(run: RunDirectory | None, metric: str) -> dict[str, Any]:
@@ -74,5 +74,4 @@ def load_model(name: str, run_dir: Path, limits: Limits, device: str = "auto",
     head = head_of(run_task(run_dir), str(run_dir))
     model = head.load("inference").from_pretrained(run_dir, device=device)
     service = head.load("service")(name, model, limits)
-    batcher = Batcher(name, service.run, budget, max_wait, getattr(service, "session", None))
-    return ServedModel(name, head, run_dir, model, service, batcher)
+    return ServedModel(name, head, run_dir, model, service, Batcher(name, service.run, budget, max_wait))

@@ -1,8 +1,7 @@
 """The translation service: ``POST /v1/translate``.
 
 Texts of requests with the same decoding options (beam size, n-best, length penalty,
-attention) share one running search (:meth:`Translator.continuous_batch`): a request's
-texts join it at the next step and each request is answered once its own are done.
+attention) are translated in one :meth:`Translator.translate_n_best` call.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from ..errors import UserError
-from ..translator import ContinuousBatch, Translation, Translator
+from ..translator import Translation, Translator
 from .batching import Job
 from .schemas import Limits, RequestError, TranslateRequest, check_range, check_texts
 
@@ -63,22 +62,15 @@ class TranslationService:
             self._checked[given] = (decoding.beam_size, decoding.n_best, decoding.length_penalty)
         return self._checked[given]
 
-    def session(self, key: Hashable) -> TranslationSession:
-        """The running search requests with ``key`` join (on the worker thread)."""
+    def run(self, key: Hashable, texts: list[str]) -> list[tuple[list[Translation], Any]]:
+        """One batched search (on the worker thread) -> per text (n-best, attention or None)."""
         assert isinstance(key, tuple)  # made by prepare()
         _, beam_size, n_best, length_penalty, attention = key
-        batch = self.translator.continuous_batch(beam_size=beam_size, n_best=n_best,
+        found = self.translator.translate_n_best(texts, beam_size=beam_size, n_best=n_best,
                                                  length_penalty=length_penalty)
-        return TranslationSession(self.translator, batch, attention)
-
-    def run(self, key: Hashable, texts: list[str]) -> list[tuple[list[Translation], Any]]:
-        """The same as a session, in one call (for a job retried alone)."""
-        session = self.session(key)
-        ids = session.add(texts)
-        found: dict[int, tuple[list[Translation], Any]] = {}
-        while len(session):
-            found.update(session.step())
-        return [found[i] for i in ids]
+        maps = [self.translator.attention(text, hyps[0].text) if attention and text.strip()
+                else None for text, hyps in zip(texts, found)]
+        return list(zip(found, maps))
 
     def respond(self, body: TranslateRequest, outputs: list[tuple[list[Translation], Any]]
                 ) -> dict[str, Any]:
@@ -94,28 +86,3 @@ class TranslationService:
                     "weights": [[round(float(w), 4) for w in row_] for row_ in attention[2]]}
             translations.append(row)
         return {"model": self.name, "translations": translations}
-
-
-class TranslationSession:
-    """A continuous batch whose outputs are (n-best, attention map or None) per text."""
-
-    def __init__(self, translator: Translator, batch: ContinuousBatch, attention: bool) -> None:
-        self.translator, self.batch, self.attention = translator, batch, attention
-        self.texts: dict[int, str] = {}  # of the texts being translated, for their maps
-
-    def __len__(self) -> int:
-        return len(self.batch)
-
-    def add(self, texts: list[str]) -> list[int]:
-        ids = self.batch.add(texts)
-        if self.attention:
-            self.texts.update(zip(ids, texts))
-        return ids
-
-    def step(self) -> list[tuple[int, tuple[list[Translation], Any]]]:
-        done = []
-        for i, hyps in self.batch.step():
-            text = self.texts.pop(i, "")
-            done.append((i, (hyps, self.translator.attention(text, hyps[0].text)
-                             if text.strip() else None)))
-        return done
