@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from typing import Optional
 
@@ -34,8 +33,8 @@ def serve(
     max_wait_ms: float = typer.Option(20.0, help="A batch waits for more requests while "
                                       "they come this close together (milliseconds; at most "
                                       "10x this in all)."),
-    threads: int = typer.Option(0, help="CPU threads for inference; 0 = every core but one "
-                                "(which the HTTP side keeps)."),
+    threads: int = typer.Option(0, help="CPU threads for inference; 0 = the cores this "
+                                "process may use, fewer while other processes keep some busy."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Serve trained runs over HTTP: a JSON API (/docs), dynamic batching, a web page at /."""
@@ -63,10 +62,10 @@ def serve(
     limits = Limits(max_texts=max_texts, max_chars=max_chars, max_tokens=max_tokens,
                     max_body_bytes=max_body, max_beam_size=max_beam_size,
                     max_samples=max_samples)
-    # The event loop, JSON and batching need a core of their own: with every core computing,
-    # the search's threads wait for each other behind them (on 2 cores, 32 clients: 48.3
-    # sentences/s with 2 inference threads, 58.8 with 1; BENCHMARKS.md).
-    used = configure_threads(threads if threads > 0 else max(1, _cores() - 1))
+    # 0: every core, following the machine's load as training does. The HTTP side costs
+    # little beside a search (on 2 cores, 32 clients: 37-39 sentences/s with 2 inference
+    # threads, 31 with 1 that left it a core; BENCHMARKS.md).
+    used = configure_threads(threads)
     models = {}
     for name, run_dir in specs:
         models[name] = load_model(name, run_dir, limits, device, batch_tokens, max_wait_ms / 1000)
@@ -103,9 +102,3 @@ def check_port_free(host: str, port: int) -> None:
     except OSError as err:
         raise UserError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
