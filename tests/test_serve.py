@@ -58,7 +58,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """{"digits": translator, "sentiment": classifier, "pangram": language model}."""
     directory = tmp_path_factory.mktemp("serve")
     digits = train_cli(tiny_config(directory), directory / "digits", "training.max_steps=80",
-                       "training.validate_every=80", "training.learning_rate=0.01")
+                       "training.validate_every=80", "training.learning_rate=0.01",
+                       "decoding.length_penalty=0.6")  # not the page's HTML default: it must load it
     train = write_tsv(directory / "sst.tsv", sentiment_rows(300, 0))
     dev = write_tsv(directory / "sst_dev.tsv", sentiment_rows(40, 1))
     raw = tiny_raw(train, dev, max_steps=30, validate_every=30)
@@ -650,6 +651,12 @@ def test_the_page_translates_classifies_and_generates_in_chromium(server):
             page.wait_for_selector("#model option[value=digits]", state="attached")
 
             page.select_option("#model", "digits")
+            # the form shows the run's own decoding defaults, so its answer is the API's default
+            listed = httpx.get(server.url + "/v1/models", timeout=30).json()["models"]
+            defaults = next(m for m in listed if m["name"] == "digits")["defaults"]
+            assert defaults["length_penalty"] == 0.6
+            assert page.input_value("#translate-alpha") == "0.6"
+            assert page.input_value("#translate-beam") == str(defaults["beam_size"])
             page.fill("#translate-text", "1 2 3")
             page.click("#translate-go")
             page.wait_for_selector("#translate-result:not([hidden])")

@@ -73,6 +73,7 @@ function choose() {
   if (model.head === "translation") {
     $("translate-beam").value = model.defaults.beam_size;
     $("translate-nbest").value = Math.min(3, model.defaults.beam_size);
+    $("translate-alpha").value = model.defaults.length_penalty;
   }
   if (model.head === "classification") $("classify-topk").value = Math.min(5, model.labels.length);
   if (model.head === "language_model") {
