@@ -8,8 +8,11 @@ fast one with one trick at a time undone, decoding the same test set in one proc
 Variants, each with beam 5 and greedy (batch 64 or ``--batch-size``, float32): ``plain``
 (seq2seq.search: every sentence stays in the batch until the last one ends), ``fast``
 (seq2seq.fast_search, what inference uses), ``fast, copying the source`` (beams reorder by
-copying the whole state, source included), ``fast, step products as x W^T`` (the step's
-products never take the weight on the left: ``step_linear`` off), ``fast, torch's tanh``
+copying the whole state, source included), ``fast, unpacked`` (no step product multiplied by
+oneDNN with a packed weight: the output layer and, up to 64 rows, the others take the
+weight on the left with MKL, the cells ATen's fused functions), ``fast, step products as
+x W^T`` (nothing packed and no product with the weight on the left: all as ``F.linear``),
+``fast, torch's tanh``
 (Bahdanau energies through ``Tensor.tanh_``, not ``functional.tanh_``). The variants run in turn,
 ``--rounds`` times, and the median sentences/s of each is printed; every variant must give
 the same translations. Run it with nothing else running.
@@ -42,14 +45,16 @@ def variant(name: str) -> Iterator[None]:
     """Patch the searches that ``seq2seq.translator`` calls for one variant."""
     saved = (translator.greedy_search, translator.beam_search, DecoderState.reorder_beams,
              attention.tanh_)
-    step_rows = functional.STEP_ROWS
+    step_rows, packing = functional.STEP_ROWS, functional.PACKING_AVAILABLE
     if name == "plain":
         translator.greedy_search, translator.beam_search = (search.greedy_search,
                                                             search.beam_search)
     elif name == "fast, copying the source":
         DecoderState.reorder_beams = DecoderState.select  # type: ignore[method-assign]
+    elif name == "fast, unpacked":
+        functional.PACKING_AVAILABLE = False
     elif name == "fast, step products as x W^T":
-        functional.STEP_ROWS = 0
+        functional.STEP_ROWS, functional.PACKING_AVAILABLE = 0, False
     elif name == "fast, torch's tanh":
         attention.tanh_ = torch.Tensor.tanh_
     try:
@@ -57,12 +62,13 @@ def variant(name: str) -> Iterator[None]:
     finally:
         (translator.greedy_search, translator.beam_search, DecoderState.reorder_beams,
          attention.tanh_) = saved
-        functional.STEP_ROWS = step_rows
+        functional.STEP_ROWS, functional.PACKING_AVAILABLE = step_rows, packing
 
 
-VARIANTS = {1: ["plain", "fast", "fast, step products as x W^T", "fast, torch's tanh"],
-            5: ["plain", "fast", "fast, copying the source", "fast, step products as x W^T",
-                "fast, torch's tanh"]}
+VARIANTS = {1: ["plain", "fast", "fast, unpacked", "fast, step products as x W^T",
+                "fast, torch's tanh"],
+            5: ["plain", "fast", "fast, copying the source", "fast, unpacked",
+                "fast, step products as x W^T", "fast, torch's tanh"]}
 
 
 def timed(translate: Callable[[], list[str]]) -> tuple[float, list[str]]:
@@ -77,13 +83,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="first N test sentences [all]")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="a variant to run, repeatable [all; 'fast' always runs]")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    chosen = {"fast", *args.variant}
     model = Translator.from_pretrained(args.run_dir, device="cpu")
     sources = load_parallel(model.config.data, "test")["src"]
     sources = sources[: args.limit or None]
     result: dict[str, dict[str, float]] = {}
     for beam, names in VARIANTS.items():
+        names = [name for name in names if not args.variant or name in chosen]
         seconds: dict[str, list[float]] = {name: [] for name in names}
         outputs: dict[str, list[str]] = {}
         model.translate(sources[:64], beam_size=beam, batch_size=args.batch_size, amp=False)  # warm up

@@ -9,6 +9,8 @@ buys on the reference model is in BENCHMARKS.md ("What the fast search buys").
   filler), as every new row count compiles new oneDNN kernels.
 - Beam search moves rows among one sentence's beams with ``state.reorder_beams`` (the
   encoded source, the largest tensors, stays where it is) while no sentence leaves.
+- Each search is one ``packed_weights()`` scope: its output layer multiplies a weight
+  packed for oneDNN at the first step (``step_linear``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .models.functional import packed_weights
 from .search import (
     NEG_INF,
     Candidates,
@@ -62,6 +65,7 @@ def rows_to_keep(running: torch.Tensor, multiple: int) -> torch.Tensor | None:
 
 
 @torch.no_grad()
+@packed_weights()
 def one_path_search(model: Any, state: Any, first_tokens: torch.Tensor,
                     max_lengths: torch.Tensor, pick: Pick, min_length: int = 0,
                     on_step: Callable[[list[int], list[int]], None] | None = None,
@@ -125,6 +129,7 @@ def sample(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths: torc
 
 
 @torch.no_grad()
+@packed_weights()
 def beam_search(model: Any, state: Any, first_tokens: torch.Tensor, max_lengths: torch.Tensor,
                 beam_size: int, alpha: float = 1.0, n_best: int = 1, min_length: int = 0,
                 no_repeat_ngram: int = 0, drop_multiple: int | None = None

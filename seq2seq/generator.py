@@ -37,7 +37,7 @@ from .data.language_model import (
 from .errors import UserError
 from .export.folder import is_export_dir
 from .fast_search import beam_search, sample
-from .models.functional import sequence_loss
+from .models.functional import PackedCopies, packed_weights, sequence_loss
 from .models.language_model import LanguageModel, LMState
 from .pretrained import load_tokenizers, open_run, weights_path
 from .run_directory import RunDirectory, load_weights
@@ -144,6 +144,8 @@ class Generator:
         if config.data.lm_mode == "stream" and line_end_id(tokenizer) != EOS_ID:
             never.append(EOS_ID)
         self.searched = _Restricted(self.model, never)
+        # The output layer packed for the search at the first call, kept for the next ones.
+        self.packed = PackedCopies()
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto",
@@ -200,8 +202,9 @@ class Generator:
         state, first = primed.select(rows), first.expand(copies).contiguous()
         limits = torch.full((copies,), options.max_tokens + 1, dtype=torch.long)  # + </s>
         if beam:
-            hypotheses = beam_search(self.searched, state, first, limits, options.beam_size,
-                                     alpha=1.0, n_best=options.num_samples)[0]
+            with packed_weights(self.packed):
+                hypotheses = beam_search(self.searched, state, first, limits, options.beam_size,
+                                         alpha=1.0, n_best=options.num_samples)[0]
             if on_token is not None:
                 for i, h in enumerate(hypotheses):
                     on_token(i, self._continuation(context, h.tokens))
@@ -212,9 +215,10 @@ class Generator:
                 seed = secrets.randbits(63)  # not from torch's global generator: training's
             generator = torch.Generator().manual_seed(seed if seed is not None else 0)
             stream = _TextStream(self.tokenizer, context, copies, on_token) if on_token else None
-            hypotheses = sample(self.searched, state, first, limits, options.temperature,
-                                1 if options.greedy else options.top_k, options.top_p,
-                                generator=generator, on_step=stream)
+            with packed_weights(self.packed):
+                hypotheses = sample(self.searched, state, first, limits, options.temperature,
+                                    1 if options.greedy else options.top_k, options.top_p,
+                                    generator=generator, on_step=stream)
         results = self._results(prompt, context, primed, hypotheses, options.max_tokens)
         for result in results:
             result.seed = None if beam else seed

@@ -20,6 +20,7 @@ from .data.batching import BucketBatchSampler, IdColumn, make_translation_batch
 from .errors import UserError, require_text_list
 from .export.folder import is_export_dir
 from .fast_search import beam_search, greedy_search
+from .models.functional import PackedCopies, packed_weights
 from .models.translation import TranslationModel
 from .precision import PrecisionChoice, probe_rows, resolve_mixed_precision
 from .pretrained import load_tokenizers, open_run, weights_path
@@ -97,6 +98,8 @@ class Translator:
         self.truncated = 0  # sentences cut to data.max_src_length by the last call
         self.min_length_capped = 0  # ... and those whose length budget is below min_length
         self.precision: PrecisionChoice | None = None  # what the last call decoded in
+        # The output layer packed for the search at the first call, kept for the next ones.
+        self.packed = PackedCopies()
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto",
@@ -157,7 +160,8 @@ class Translator:
             self.min_length_capped = int((budgets - 1 < decoding.min_length).sum())
         else:
             self.min_length_capped = 0
-        found = decode_ids(self.model, column, self.device, decoding, non_empty) if len(non_empty) else []
+        with packed_weights(self.packed):
+            found = decode_ids(self.model, column, self.device, decoding, non_empty) if len(non_empty) else []
         by_row = dict(zip(non_empty.tolist(), found))
         results = []
         for i in range(len(sentences)):

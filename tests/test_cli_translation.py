@@ -124,6 +124,36 @@ def test_translate_returns_one_type_and_n_best_has_its_own_method(trained):
         translator.translate(["1 2 3"], n_best=2)
 
 
+def test_a_translator_packs_its_output_layer_once_and_translates_the_same(trained,
+                                                                          monkeypatch):
+    from seq2seq import Translator
+    from seq2seq.models import functional
+
+    if not functional.PACKING_AVAILABLE:
+        pytest.skip("this torch build has no oneDNN")
+    sentences = ["1 2 3", "4 5 6 7 8", "9", "3 1 4 1 5 9 2 6"]
+    monkeypatch.setattr(functional, "PACKING_AVAILABLE", False)
+    unpacked = Translator.from_pretrained(trained, device="cpu").translate_n_best(
+        sentences, beam_size=3, n_best=2)
+    monkeypatch.setattr(functional, "PACKING_AVAILABLE", True)
+    monkeypatch.setattr(functional, "PACKED_MIN_OUTPUTS", 1)  # the tiny vocabulary too
+    translator = Translator.from_pretrained(trained, device="cpu")
+
+    def copies():
+        return {key: id(packed) for key, (_, _, packed) in translator.packed._copies.items()}
+
+    translator.translate(sentences, beam_size=3)
+    first = copies()
+    assert id(translator.model.output_layer.weight) in first
+    translator.translate(sentences, beam_size=1)
+    assert copies() == first  # kept from call to call, not packed again
+    again = translator.translate_n_best(sentences, beam_size=3, n_best=2)
+    assert [[h.text for h in hyps] for hyps in again] == [[h.text for h in hyps]
+                                                          for hyps in unpacked]
+    for hyps, expected in zip(again, unpacked, strict=True):
+        assert [h.score for h in hyps] == pytest.approx([h.score for h in expected], abs=1e-5)
+
+
 def test_a_min_length_above_the_length_budget_is_noted(trained):
     result = run_cli("translate", trained, "--min-length", "30", "1 2", "3 4 5 6 7 8")
     assert result.exit_code == 0, result.output

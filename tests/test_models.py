@@ -5,12 +5,18 @@ import torch
 import torch.nn.functional as F
 
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
+from seq2seq.models import functional
 from seq2seq.models.attention import additive_scores, build_attention
 from seq2seq.models.encoder import RecurrentEncoder
 from seq2seq.models.functional import (
     AUTOCAST_ROW_MULTIPLE,
+    PACKED_MAX_ROWS,
+    PACKED_MIN_OUTPUTS,
+    PACKING_AVAILABLE,
     STEP_ROWS,
+    cell_step,
     cross_entropy_sum,
+    packed_weights,
     pad_to_row_multiple,
     sequence_loss,
     step_linear,
@@ -211,6 +217,86 @@ def test_step_linear_is_the_layer_multiplied_the_other_way_round(bias, rows, mon
     weight_on_the_left = [a for a in products if any(t is layer.weight for t in a)]
     assert len(weight_on_the_left) == (rows <= STEP_ROWS)  # beyond STEP_ROWS: F.linear
     assert step_linear(x, layer.weight, layer.bias).grad_fn is not None  # training: F.linear
+
+
+def packed_copies(copies):
+    return [packed for _, _, packed in copies._copies.values()]
+
+
+@pytest.mark.skipif(not PACKING_AVAILABLE, reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("bias", [True, False])
+def test_step_linear_multiplies_a_wide_weight_packed_once_per_scope(bias):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(48, PACKED_MIN_OUTPUTS, bias=bias)
+    narrow = torch.nn.Linear(48, 300, bias=bias)
+    with torch.no_grad(), packed_weights():
+        for shape in [(PACKED_MAX_ROWS + 1, 48), (320, 48), (1, 48), (5, 48), (2, 7, 48)]:
+            x = torch.randn(shape)
+            for linear in (layer, narrow):
+                fast = step_linear(x, linear.weight, linear.bias)
+                assert fast.shape == linear(x).shape and fast.is_contiguous()
+                assert torch.allclose(fast, linear(x), atol=1e-5)
+            # A wide weight is packed at every row count, a narrow one only for a few rows.
+            copies = functional._scope.copies._copies
+            assert list(copies) == ([id(layer.weight)] if x.numel() > PACKED_MAX_ROWS * 48
+                                    else [id(layer.weight), id(narrow.weight)])
+        with packed_weights():  # an inner scope uses the outer one's copies
+            step_linear(x, layer.weight, layer.bias)
+        assert all(copy.is_mkldnn for copy in packed_copies(functional._scope.copies))
+        assert len(packed_copies(functional._scope.copies)) == 2  # each weight packed once
+    assert functional._scope.copies is None
+    # A weight changed without a version bump (as the fused Adam step changes it) is packed
+    # again by the next scope: nothing outlives a scope without kept copies.
+    layer.weight.data.mul_(-1.0)
+    x = torch.randn(3, 48)
+    with torch.no_grad(), packed_weights():
+        assert torch.allclose(step_linear(x, layer.weight, layer.bias), layer(x), atol=1e-5)
+
+
+@pytest.mark.skipif(not PACKING_AVAILABLE, reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("gates_given", [False, True])
+def test_cell_step_with_packed_products_is_the_fused_cell(cell, gates_given):
+    torch.manual_seed(0)
+    layer = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell](12, 16)
+    w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
+    for rows in (1, 7, PACKED_MAX_ROWS, PACKED_MAX_ROWS + 1):
+        x, h, c = torch.randn(rows, 12), torch.randn(rows, 16), torch.randn(rows, 16)
+        c = c if cell == "lstm" else None
+        # ``added``: the input bias, or per-row gates computed beforehand (bias included)
+        added = torch.randn(rows, w_ih.size(0)) if gates_given else b_ih
+        with torch.no_grad():
+            plain = cell_step(cell, x, h, c, w_ih, w_hh, added, b_hh)  # fused (no scope)
+            with packed_weights():
+                fast = cell_step(cell, x, h, c, w_ih, w_hh, added, b_hh)
+                made = len(functional._scope.copies._copies)
+        assert made == (2 if rows <= PACKED_MAX_ROWS else 0)  # both products, or neither
+        assert (plain[1] is None) == (fast[1] is None) == (cell != "lstm")
+        for expected, got in zip(plain, fast, strict=True):
+            if expected is not None:
+                assert torch.allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.skipif(not PACKING_AVAILABLE, reason="this torch build has no oneDNN")
+def test_kept_packed_copies_last_until_the_weight_changes():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(48, PACKED_MIN_OUTPUTS)
+    kept = functional.PackedCopies()
+    x = torch.randn(4, 48)
+    with torch.no_grad():
+        with packed_weights(kept):
+            step_linear(x, layer.weight, layer.bias)
+        (first,) = packed_copies(kept)
+        with packed_weights(kept):
+            assert torch.allclose(step_linear(x, layer.weight, layer.bias), layer(x), atol=1e-5)
+        assert packed_copies(kept) == [first]  # the same copy: not packed again
+        layer.load_state_dict({"weight": -layer.weight, "bias": layer.bias})  # version bump
+        with packed_weights(kept):
+            assert torch.allclose(step_linear(x, layer.weight, layer.bias), layer(x), atol=1e-5)
+        (second,) = packed_copies(kept)
+        assert second is not first
+        step_linear(x, layer.weight, layer.bias)  # outside a scope: no copy is used or made
+    assert packed_copies(kept) == [second]
 
 
 @pytest.mark.parametrize("feeding", [True, False])

@@ -5,6 +5,7 @@ import torch
 
 from seq2seq import fast_search, search
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
+from seq2seq.models import functional
 from seq2seq.models.translation import TranslationModel
 from seq2seq.search import block_repeated_ngrams, max_output_lengths, start_tokens
 from seq2seq.tokenizers import EOS_ID, PAD_ID
@@ -338,6 +339,31 @@ def test_fast_greedy_and_beam_search_equal_the_plain_ones(cell, attention, optio
         for expected, got in zip(plain_beams, fast_beams, strict=True):
             assert len(got) == n_best
             assert_same_hypotheses(expected, got)
+
+
+@pytest.mark.skipif(not functional.PACKING_AVAILABLE, reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("cell,attention", [("gru", "bahdanau"), ("lstm", "luong"),
+                                            ("rnn", "none")])
+def test_fast_searches_with_every_step_weight_packed_equal_the_plain_ones(cell, attention,
+                                                                         monkeypatch):
+    """Packing (``step_linear``, ``cell_step``), here for every product at every row count."""
+    monkeypatch.setattr(functional, "PACKED_MIN_OUTPUTS", 1)
+    packed = []
+    real = functional._packed
+    monkeypatch.setattr(functional, "_packed", lambda x, w: packed.append(real(x, w)) or packed[-1])
+    model = peaked_model(seed=3, cell=cell, attention=attention)
+    src, lengths = sources(n=19, seed=4)
+    limits = max_output_lengths(lengths, 2.0, 3)
+    state, first = model.encode(src, lengths), start_tokens(len(src))
+    plain = search.greedy_search(model, state, first, limits)
+    plain_beams = search.beam_search(model, state, first, limits, 4, 0.6, 2)
+    packed.clear()
+    assert_same_hypotheses(plain, fast_search.greedy_search(model, state, first, limits))
+    for expected, got in zip(plain_beams,
+                             fast_search.beam_search(model, state, first, limits, 4, 0.6, 2),
+                             strict=True):
+        assert_same_hypotheses(expected, got)
+    assert packed and all(p is not None and p.is_mkldnn for p in packed)
 
 
 @pytest.mark.parametrize("options", [{"temperature": 1.5}, {"top_k": 3, "min_length": 3},

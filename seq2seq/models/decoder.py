@@ -10,9 +10,7 @@ from torch import nn
 
 from .attention import Attention
 from .encoder import RNN_CLASSES
-from .functional import Dropout, dropout, step_linear
-
-_CELL_STEPS = {"gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
+from .functional import Dropout, cell_step, dropout, step_linear
 
 
 @dataclass
@@ -209,9 +207,9 @@ class RecurrentDecoder(nn.Module):
 
     def _rnn_step(self, first: FirstLayerInput, state: DecoderState
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Advance every layer by one step with ATen's fused cell functions, whose input gates
-        are x @ w_ih.T + b_ih: the first layer's x, w_ih and b_ih (there: ``added``) as
-        given, the other layers' their own."""
+        """Advance every layer by one step (``cell_step``), whose input gates are
+        x @ w_ih.T + b_ih: the first layer's x, w_ih and b_ih (there: ``added``) as given, the
+        other layers' their own."""
         x, w_ih, b_ih = first.x, first.weight, first.added
         new_h, new_c = [], []
         for layer in range(self.layers):
@@ -219,12 +217,10 @@ class RecurrentDecoder(nn.Module):
                 x = dropout(x, self.between_layers_dropout, self.training)
                 w_ih, b_ih = self._weight(f"weight_ih_l{layer}"), self._weight(f"bias_ih_l{layer}")
             w_hh, b_hh = self._weight(f"weight_hh_l{layer}"), self._weight(f"bias_hh_l{layer}")
-            if state.cell is not None:  # LSTM
-                h, c = torch.lstm_cell(x, (state.hidden[layer], state.cell[layer]),
-                                       w_ih, w_hh, b_ih, b_hh)
+            c = state.cell[layer] if state.cell is not None else None
+            h, c = cell_step(self.cell, x, state.hidden[layer], c, w_ih, w_hh, b_ih, b_hh)
+            if c is not None:  # LSTM
                 new_c.append(c)
-            else:
-                h = _CELL_STEPS[self.cell](x, state.hidden[layer], w_ih, w_hh, b_ih, b_hh)
             new_h.append(h)
             x = h
         return torch.stack(new_h), (torch.stack(new_c) if new_c else None)

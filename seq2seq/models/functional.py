@@ -10,14 +10,17 @@ functions written for CPU speed, numerically identical in meaning to torch's:
 - ``cross_entropy_sum``: summed, optionally label-smoothed cross-entropy whose backward pass
   is one sweep over the [N, V] scores (softmax minus target) instead of the four that
   log_softmax + nll_loss take.
-- ``step_linear``: ``F.linear`` for the few rows of a search step, multiplied with the
-  weight on the left.
+- ``step_linear``: ``F.linear`` for the few rows of a search step: the vocabulary-wide
+  output layer with a oneDNN-packed weight inside ``packed_weights()`` (which every fast
+  search enters), the other products with the weight on the left.
 - ``tanh_``: an in-place tanh that runs as 2 sigmoid(2x) - 1 on CPU in float32 (search).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import torch
@@ -134,23 +137,97 @@ def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor,
 # (``step_linear``); at 320 rows (64 sentences x beam 5) they no longer did.
 STEP_ROWS = 64
 
+# Inside ``packed_weights()``, ``step_linear`` multiplies a packed weight when it has at least
+# PACKED_MIN_OUTPUTS outputs (a vocabulary: faster at every row count) or the step has at most
+# PACKED_MAX_ROWS rows (every product: faster up to here, slower at 160 and 320 rows).
+PACKED_MIN_OUTPUTS = 2048
+PACKED_MAX_ROWS = 64
+PACKING_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn,
+                                                                    "_linear_pointwise")
+_scope = threading.local()  # .copies: the PackedCopies of the packed_weights() in force
+
+
+class PackedCopies:
+    """Weights packed for oneDNN's product, made at first use; made again when a weight's
+    storage or version changes (``load_state_dict``, any in-place change autograd sees).
+
+    An inference object (``Translator``, ``Generator``) keeps one for its lifetime, so a
+    one-sentence call does not pay the packing (about 8 ms for 512 x 8,000). A model being
+    trained must not be searched with kept copies: an optimizer step may change weights
+    without bumping their version (the fused Adam step does); without kept copies every
+    search packs afresh (``packed_weights()``).
+    """
+
+    def __init__(self) -> None:
+        # id(weight) -> (weight, its (address, version) when packed, packed copy); holding
+        # the weight keeps its id from being reused.
+        self._copies: dict[int, tuple[torch.Tensor, tuple[int, int], torch.Tensor]] = {}
+
+    def get(self, weight: torch.Tensor) -> torch.Tensor:
+        stamp = (weight.data_ptr(), weight._version)
+        kept = self._copies.get(id(weight))
+        if kept is None or kept[1] != stamp:
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+            kept = self._copies[id(weight)] = (weight, stamp, packed)
+        return kept[2]
+
+
+@contextmanager
+def packed_weights(copies: PackedCopies | None = None) -> Iterator[None]:
+    """Within: ``step_linear`` multiplies a wide float32 CPU weight (an output layer) in a
+    packed copy from ``copies`` (default: new ones, dropped at the end of the scope). An
+    inner scope uses the outer one's copies. Every fast search is one scope, so a model
+    that is being trained is packed again for each search.
+    """
+    outer = getattr(_scope, "copies", None)
+    if outer is None:
+        _scope.copies = copies if copies is not None else PackedCopies()
+    try:
+        yield
+    finally:
+        _scope.copies = outer
+
+
+def _packed(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
+    """The packed copy of ``weight`` to multiply ``x`` [..., in] by; None where none pays:
+    outside ``packed_weights()``, with a gradient to compute, off CPU, in another dtype or
+    under autocast, and for a narrow weight at more than ``PACKED_MAX_ROWS`` rows."""
+    copies = getattr(_scope, "copies", None)
+    if (copies is None or not PACKING_AVAILABLE or torch.is_grad_enabled()
+            or x.device.type != "cpu" or x.dtype != torch.float32
+            or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
+            or torch.onnx.is_in_onnx_export()):
+        return None
+    if weight.size(0) < PACKED_MIN_OUTPUTS and x.numel() > PACKED_MAX_ROWS * x.size(-1):
+        return None
+    return copies.get(weight)
+
 
 def step_linear(x: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for the few rows of one search step ([..., in] -> [..., out]).
 
-    Without a gradient to compute, on CPU, for at most ``STEP_ROWS`` rows, it multiplies the
-    other way round, (W x^T)^T, and copies the result back to row order: the same values up
-    to summation order. A search step has few rows (one per sentence or beam) and a wide
-    weight, and MKL takes that shape faster with the weight on the left: on 2 cores of an
-    AMD EPYC, [64 x 512] x [512 x 8,000] took 8.5 ms as x W^T and 5.0 ms as (W x^T)^T; greedy
-    search in batches of 64 ran 1.26x and beam search of one sentence 1.79x faster
-    (BENCHMARKS.md, "What the fast search buys"). Training, CUDA and ONNX export take
-    ``F.linear`` itself.
+    Without a gradient to compute, on CPU, it takes one of two faster routes to the same
+    values up to summation order (tested against ``F.linear``):
+
+    - inside ``packed_weights()`` (every fast search), in float32, for a vocabulary-wide
+      weight or at most ``PACKED_MAX_ROWS`` rows: oneDNN's product with the weight packed
+      once. On 2 cores of an AMD EPYC: [5 x 512] x [512 x 8,000] 0.64 ms against 2.97 as
+      ``F.linear`` (MKL), [160 x 512] x [512 x 8,000] 9.0 against 10.7 ms, [5 x 768] x
+      [768 x 1,536] 0.15 against 0.30 ms (BENCHMARKS.md, "What the fast search buys").
+    - otherwise up to ``STEP_ROWS`` rows (bfloat16 autocast, a torch without oneDNN), the
+      product the other way round, (W x^T)^T, copied back to row order: MKL takes a few rows
+      against a wide weight faster with the weight on the left ([64 x 512] x [512 x 8,000]:
+      8.5 ms as x W^T, 5.0 ms as (W x^T)^T).
+
+    Training, CUDA and ONNX export take ``F.linear`` itself.
     """
     # Training takes the first test: nothing is added to its decoder loop but this check.
     if torch.is_grad_enabled() or x.device.type != "cpu" or torch.onnx.is_in_onnx_export():
         return torch.nn.functional.linear(x, weight, bias)
+    packed = _packed(x, weight)
+    if packed is not None:
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
     rows = x.reshape(-1, x.size(-1))
     if rows.size(0) > STEP_ROWS:
         return torch.nn.functional.linear(x, weight, bias)
@@ -159,6 +236,45 @@ def step_linear(x: torch.Tensor, weight: torch.Tensor,
     else:
         product = torch.addmm(bias.unsqueeze(1), weight, rows.t())
     return product.t().contiguous().view(*x.shape[:-1], -1)
+
+
+_FUSED_CELLS = {"gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
+
+
+def cell_step(cell: str, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None,
+              w_ih: torch.Tensor, w_hh: torch.Tensor, added: torch.Tensor, b_hh: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One step of a ``cell`` ("rnn", "gru", "lstm") layer: x [B, I], h and c (LSTM) [B, H]
+    -> new h, new c (None but for an LSTM). Its input gates are x @ w_ih.T + ``added``, the
+    input bias [G*H] or gates [B, G*H] computed beforehand (bias included).
+
+    ATen's fused cell functions (``torch.gru_cell``, ...) compute it, but where
+    ``step_linear`` multiplies the step's weights packed (a search of at most
+    ``PACKED_MAX_ROWS`` rows), the same formulas run here around those two products: a
+    one-sentence beam search spends about a third of its step in the cell's products.
+    """
+    if _packed(x, w_ih) is None:
+        if cell == "lstm":
+            assert c is not None
+            return torch.lstm_cell(x, (h, c), w_ih, w_hh, added, b_hh)
+        return _FUSED_CELLS[cell](x, h, w_ih, w_hh, added, b_hh), None
+    if added.dim() == 1:
+        gates_x = step_linear(x, w_ih, added)
+    else:
+        gates_x = step_linear(x, w_ih).add_(added)
+    gates_h = step_linear(h, w_hh, b_hh)
+    if cell == "rnn":
+        return gates_x.add_(gates_h).tanh_(), None
+    if cell == "gru":  # r, z, n: n = tanh(x_n + r * h_n), h' = n + z * (h - n)
+        x_r, x_z, x_n = gates_x.chunk(3, 1)
+        h_r, h_z, h_n = gates_h.chunk(3, 1)
+        reset, update = x_r.add_(h_r).sigmoid_(), x_z.add_(h_z).sigmoid_()
+        new = x_n.addcmul_(reset, h_n).tanh_()
+        return torch.addcmul(new, update, h - new), None
+    assert c is not None  # LSTM: i, f, g, o; c' = f c + i g, h' = o tanh(c')
+    i, f, g, o = gates_x.add_(gates_h).chunk(4, 1)
+    new_c = torch.addcmul(f.sigmoid_() * c, i.sigmoid_(), g.tanh_())
+    return o.sigmoid_() * new_c.tanh(), new_c
 
 
 def tanh_(x: torch.Tensor) -> torch.Tensor:
