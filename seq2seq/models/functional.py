@@ -10,9 +10,11 @@ functions written for CPU speed, numerically identical in meaning to torch's:
 - ``cross_entropy_sum``: summed, optionally label-smoothed cross-entropy whose backward pass
   is one sweep over the [N, V] scores (softmax minus target) instead of the four that
   log_softmax + nll_loss take.
-- ``step_linear``: ``F.linear`` for the few rows of a search step: the vocabulary-wide
-  output layer with a oneDNN-packed weight inside ``packed_weights()`` (which every fast
-  search enters), the other products with the weight on the left.
+- ``step_linear``: ``F.linear`` for the few rows of a search step: inside
+  ``packed_weights()`` (every fast search) oneDNN's product with a packed weight (the
+  output layer always, the others up to ``PACKED_MAX_ROWS`` rows), else with the weight on
+  the left; ``cell_step``: one step of a recurrent cell, around those products where they
+  are packed.
 - ``tanh_``: an in-place tanh that runs as 2 sigmoid(2x) - 1 on CPU in float32 (search).
 """
 
@@ -174,10 +176,10 @@ class PackedCopies:
 
 @contextmanager
 def packed_weights(copies: PackedCopies | None = None) -> Iterator[None]:
-    """Within: ``step_linear`` multiplies a wide float32 CPU weight (an output layer) in a
-    packed copy from ``copies`` (default: new ones, dropped at the end of the scope). An
-    inner scope uses the outer one's copies. Every fast search is one scope, so a model
-    that is being trained is packed again for each search.
+    """Within: ``step_linear`` (and so ``cell_step``) multiplies float32 CPU weights in
+    packed copies from ``copies`` (default: new ones, dropped at the end of the scope) where
+    that pays (``_packed``). An inner scope uses the outer one's copies. Every fast search is
+    one scope, so a model that is being trained is packed again for each search.
     """
     outer = getattr(_scope, "copies", None)
     if outer is None:
