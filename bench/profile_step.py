@@ -40,7 +40,8 @@ from seq2seq.runtime import configure_threads  # noqa: E402
 from seq2seq.tasks.translation import TranslationTask  # noqa: E402
 from seq2seq.training.optim import build_optimizer  # noqa: E402
 
-PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv"}
+PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv",
+            "mkldnn::_linear_pointwise"}  # the search's packed products
 CELLS = {"aten::_thnn_fused_gru_cell", "aten::_thnn_fused_gru_cell_backward",
          "aten::_thnn_fused_lstm_cell", "aten::_thnn_fused_lstm_cell_backward",
          "aten::gru_cell", "aten::lstm_cell", "aten::rnn_tanh_cell", "aten::gru", "aten::lstm",
