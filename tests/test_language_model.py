@@ -96,6 +96,27 @@ def test_learns_a_repeated_sentence_and_generates_it_greedily(pangram_run):
     assert continued.continuation == " jugs\npack m"
 
 
+def test_a_generator_keeps_its_packed_output_layer_and_generates_the_same(pangram_run,
+                                                                         monkeypatch):
+    from seq2seq.models import functional
+
+    if not functional.PACKING_AVAILABLE:
+        pytest.skip("this torch build has no oneDNN")
+    options = [{"greedy": True}, {"beam_size": 3, "num_samples": 2},
+               {"temperature": 1.3, "num_samples": 3, "seed": 7}]
+    monkeypatch.setattr(functional, "PACKING_AVAILABLE", False)
+    unpacked = Generator.from_pretrained(pangram_run, device="cpu")
+    expected = [[g.text for g in unpacked.generate("pack", max_tokens=30, **o)] for o in options]
+    monkeypatch.setattr(functional, "PACKING_AVAILABLE", True)
+    generator = Generator.from_pretrained(pangram_run, device="cpu")
+    assert [[g.text for g in generator.generate("pack", max_tokens=30, **o)]
+            for o in options] == expected
+    weight = generator.model.output_layer.weight
+    kept = generator.packed._copies[id(weight)][2]  # packed at the first call, kept since
+    generator.generate("jugs", max_tokens=5, greedy=True)
+    assert generator.packed._copies[id(weight)][2] is kept
+
+
 class ResetEveryWindow(LanguageModelTask):
     """The control: truncated BPTT that forgets the state at every window."""
 
