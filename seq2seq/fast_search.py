@@ -9,8 +9,8 @@ buys on the reference model is in BENCHMARKS.md ("What the fast search buys").
   filler), as every new row count compiles new oneDNN kernels.
 - Beam search moves rows among one sentence's beams with ``state.reorder_beams`` (the
   encoded source, the largest tensors, stays where it is) while no sentence leaves.
-- Each search is one ``packed_weights()`` scope: its output layer multiplies a weight
-  packed for oneDNN at the first step (``step_linear``).
+- Each search is one ``packed_weights()`` scope: the step's products take weights packed
+  for oneDNN at their first use (``step_linear``, ``cell_step``).
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ class Generator:
         if config.data.lm_mode == "stream" and line_end_id(tokenizer) != EOS_ID:
             never.append(EOS_ID)
         self.searched = _Restricted(self.model, never)
-        # The output layer packed for the search at the first call, kept for the next ones.
+        # The search's weights packed at the first call, kept for the next ones.
         self.packed = PackedCopies()
 
     @classmethod

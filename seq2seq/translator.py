@@ -98,7 +98,7 @@ class Translator:
         self.truncated = 0  # sentences cut to data.max_src_length by the last call
         self.min_length_capped = 0  # ... and those whose length budget is below min_length
         self.precision: PrecisionChoice | None = None  # what the last call decoded in
-        # The output layer packed for the search at the first call, kept for the next ones.
+        # The search's weights packed at the first call, kept for the next ones.
         self.packed = PackedCopies()
 
     @classmethod
