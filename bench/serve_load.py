@@ -76,9 +76,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(run_dir: Path, port: int, threads: int, max_wait_ms: float) -> subprocess.Popen:
+def start_server(run_dir: Path, port: int, threads: int, workers: int,
+                 max_wait_ms: float) -> subprocess.Popen:
     command = [sys.executable, str(ROOT / "cli.py"), "serve", f"bench={run_dir}",
-               "--port", str(port), "--threads", str(threads), "--max-wait-ms", str(max_wait_ms)]
+               "--port", str(port), "--threads", str(threads), "--workers", str(workers),
+               "--max-wait-ms", str(max_wait_ms)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -197,6 +199,8 @@ def main() -> None:
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0,
                         help="The server's inference threads [its default]; offline: all cores.")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="The server's batches at once [its default].")
     parser.add_argument("--max-wait-ms", type=float, default=20.0,
                         help="The server's batching wait at most.")
     parser.add_argument("--out", type=Path, default=None, help="Write the JSON result here.")
@@ -205,13 +209,14 @@ def main() -> None:
     sentences = load_sentences(args.run_dir, args.input, args.sentences)
 
     result = {"run_dir": str(args.run_dir), "beam_size": args.beam_size, "threads": args.threads,
-              "max_wait_ms": args.max_wait_ms, "machine": platform.processor() or platform.machine(),
+              "workers": args.workers, "max_wait_ms": args.max_wait_ms,
+              "machine": platform.processor() or platform.machine(),
               "cores": len(os.sched_getaffinity(0)),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     result["offline"] = offline(args.run_dir, sentences, args.beam_size)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server(args.run_dir, port, args.threads, args.max_wait_ms)
+    server = start_server(args.run_dir, port, args.threads, args.workers, args.max_wait_ms)
     try:
         level(url, sentences, 1, min(8, args.requests), args.max_seconds, args.beam_size)  # warm-up
         memory = [(served_counts(url)[0], rss_mib(server.pid))]

@@ -5,6 +5,7 @@
     python bench/speed.py --steps 1600 --run-dir /tmp/ref   # longer run, keep the model
     python bench/speed.py --decode-only --run-dir /tmp/ref  # decode with an existing run
     python bench/speed.py --set training.cpu_amp=true --amp # bfloat16 training and decoding
+    python bench/speed.py --train-only --set training.cpu_amp=auto  # training speed only
 
 Prints and writes (``--out``) JSON with: training target tokens/s in steady state (the first
 log interval dropped), peak RSS of the training process, and for beam 5 and greedy on the
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--run-dir", type=Path, default=Path("/tmp/seq2seq_bench/reference"))
     parser.add_argument("--decode-only", action="store_true")
+    parser.add_argument("--train-only", action="store_true", help="skip decoding")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for training, e.g. training.cpu_amp=true")
     parser.add_argument("--amp", action="store_true", help="decode in mixed precision (bfloat16 on CPU)")
@@ -101,7 +103,8 @@ def main() -> None:
     if not args.decode_only:
         result["training"] = train(args.config, args.run_dir, args.steps, args.set)
         result["overrides"] = args.set
-    result["decoding"] = [decode(args.run_dir, beam, args.amp) for beam in (5, 1)]
+    if not args.train_only:
+        result["decoding"] = [decode(args.run_dir, beam, args.amp) for beam in (5, 1)]
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

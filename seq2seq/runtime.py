@@ -127,8 +127,8 @@ class ThreadFitter:
                 return None
             self.crowded = crowded
             if crowded:
-                return (f"{used}: this run keeps its {threads} thread{'s' if threads > 1 else ''} "
-                        "(training.num_threads), so it runs slower, to the same result")
+                return (f"{used}: this run keeps the {threads} thread{'s' if threads > 1 else ''} "
+                        "it was given, so it runs slower, to the same result")
             return f"{used}: back to full speed"
         free = max(1, left)
         if free == threads:

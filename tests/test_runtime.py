@@ -75,8 +75,8 @@ def test_a_set_thread_count_stays_and_the_run_says_when_others_crowd_it(threads)
     machine.run(5, own_cores=2.0, other_cores=0.3)  # the VM's neighbours: not a core
     assert fit() is None
     machine.run(5, own_cores=1.0, other_cores=1.0)
-    assert fit() == ("other processes use 1.0 of 2 cores: this run keeps its 2 threads "
-                     "(training.num_threads), so it runs slower, to the same result")
+    assert fit() == ("other processes use 1.0 of 2 cores: this run keeps the 2 threads "
+                     "it was given, so it runs slower, to the same result")
     assert torch.get_num_threads() == 2
     machine.run(5, own_cores=1.0, other_cores=1.0)
     assert fit() is None  # said once
@@ -88,7 +88,7 @@ def test_a_set_thread_count_stays_and_the_run_says_when_others_crowd_it(threads)
     machine.run(5, own_cores=1.0, other_cores=1.0)
     assert one() is None
     machine.run(5, own_cores=0.4, other_cores=1.6)
-    assert one().startswith("other processes use 1.6 of 2 cores: this run keeps its 1 thread ")
+    assert one().startswith("other processes use 1.6 of 2 cores: this run keeps the 1 thread ")
 
 
 def test_fit_threads_is_a_no_op_unless_the_count_was_left_to_the_library(threads, monkeypatch):

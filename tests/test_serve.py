@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 import uvicorn
 import yaml
 
@@ -97,7 +98,8 @@ class ServerThread:
 
 @pytest.fixture(scope="module")
 def models(runs):
-    return {name: load_model(name, path, LIMITS, "cpu", budget=4096, max_wait=0.002)
+    # two workers, as `seq2seq serve` runs on 2 cores: batches may run at once
+    return {name: load_model(name, path, LIMITS, "cpu", budget=4096, max_wait=0.002, workers=2)
             for name, path in runs.items()}
 
 
@@ -512,6 +514,50 @@ def test_clients_answered_by_a_call_are_waited_for_and_a_lone_client_never_waits
     assert sizes == [1] * 4 and took[0] >= 1.0 and max(took[1:]) < 0.5
 
 
+def test_several_workers_run_their_shares_of_the_active_jobs_at_once():
+    """With 2 workers, closed-loop clients are answered by two calls in flight at once, each
+    taking half of the active jobs, computed on the workers' own torch thread count; stop()
+    lets the calls in progress finish."""
+    calls: list[tuple[int, int]] = []  # (batch size, torch threads in the call)
+    in_flight = [0, 0]  # now, most at once
+    lock = threading.Lock()
+    late_started = threading.Event()
+
+    def run(key, inputs):
+        with lock:
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight[1], in_flight[0])
+        calls.append((len(inputs), torch.get_num_threads()))
+        if 99 in inputs:
+            late_started.set()
+        time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        return [x * 10 for x in inputs]
+
+    async def main():
+        batcher = Batcher("test", run, budget=1000, max_wait=0.2, workers=2, threads=1)
+        batcher.start()
+
+        async def client(number: int) -> list[list[int]]:
+            return [await batcher.submit(Job("k", [number])) for _ in range(4)]
+
+        answers = await asyncio.gather(*(client(n) for n in range(8)))
+        late = asyncio.ensure_future(batcher.submit(Job("k", [99])))
+        while not late_started.is_set():  # its call is running, not finished
+            await asyncio.sleep(0.001)
+        await batcher.stop()
+        return answers, late.result()
+
+    answers, late = asyncio.run(main())
+    assert answers == [[[n * 10]] * 4 for n in range(8)] and late == [990]
+    assert in_flight[1] == 2  # two calls at once
+    assert [size for size, _ in calls[:8]] == [4] * 8  # 8 clients: two batches of 4
+    assert {threads for _, threads in calls} == {1}
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        Batcher("test", run, workers=0)
+
+
 def test_the_token_budget_splits_batches_and_keys_never_mix():
     calls = []
 
@@ -568,6 +614,7 @@ def test_serve_refuses_bad_arguments_in_one_line(runs, tmp_path):
     assert_user_error(run_cli("serve", runs["digits"], "--port", "70000"), "--port")
     assert_user_error(run_cli("serve", runs["digits"], "--max-texts", "0"), "--max-texts")
     assert_user_error(run_cli("serve", runs["digits"], "--api-key", " "), "--api-key")
+    assert_user_error(run_cli("serve", runs["digits"], "--workers", "-1"), "--workers")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -34,13 +34,16 @@ def serve(
                                       "they come this close together (milliseconds; at most "
                                       "10x this in all)."),
     threads: int = typer.Option(0, help="CPU threads for inference; 0 = the cores this "
-                                "process may use, fewer while other processes keep some busy."),
+                                "process may use."),
+    workers: int = typer.Option(0, help="Batches each model computes at once, each on its "
+                                "share of the threads; 0 = one per thread on CPU (each batch "
+                                "on one thread), 1 on CUDA."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Serve trained runs over HTTP: a JSON API (/docs), dynamic batching, a web page at /."""
     import uvicorn
 
-    from ..runtime import configure_threads
+    from ..runtime import allowed_cores, configure_threads, select_device
     from ..serving.app import create_app
     from ..serving.models import load_model, parse_model_specs
     from ..serving.schemas import Limits
@@ -50,7 +53,7 @@ def serve(
                              ("--max-body", max_body, 1), ("--max-beam-size", max_beam_size, 1),
                              ("--max-samples", max_samples, 1),
                              ("--batch-tokens", batch_tokens, 1), ("--max-wait-ms", max_wait_ms, 0),
-                             ("--threads", threads, 0)]:
+                             ("--threads", threads, 0), ("--workers", workers, 0)]:
         if value < low:
             raise UserError(f"{name} must be >= {low}, got {value}")
     if port > 65535:
@@ -62,16 +65,25 @@ def serve(
     limits = Limits(max_texts=max_texts, max_chars=max_chars, max_tokens=max_tokens,
                     max_body_bytes=max_body, max_beam_size=max_beam_size,
                     max_samples=max_samples)
-    # 0: every core, following the machine's load as training does. The HTTP side costs
-    # little beside a search (on 2 cores, 32 clients: 37-39 sentences/s with 2 inference
-    # threads, 31 with 1 that left it a core; BENCHMARKS.md).
-    used = configure_threads(threads)
+    # On CPU, one batch per thread by default: on 2 cores, 32 clients got 0.72-0.80x of the
+    # offline throughput from one batch on 2 threads, and more from two batches on one
+    # thread each, whose operators never wait for another thread (BENCHMARKS.md, "Serving").
+    total = threads or len(allowed_cores())
+    on_cuda = select_device(device).type == "cuda"
+    workers = workers or (1 if on_cuda else total)
+    if workers == 1:
+        per_worker = configure_threads(threads)  # 0: every core, following the machine's load
+    else:
+        per_worker = configure_threads(max(1, total // workers))
     models = {}
     for name, run_dir in specs:
-        models[name] = load_model(name, run_dir, limits, device, batch_tokens, max_wait_ms / 1000)
+        models[name] = load_model(name, run_dir, limits, device, batch_tokens, max_wait_ms / 1000,
+                                  workers, per_worker if workers > 1 else None)
         console.print(f"{name}: {models[name].head.model} from {run_dir}")
     where = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-    threads_used = f"{used} thread{'s' if used != 1 else ''}"
+    threads_used = (f"{workers} batches at once per model, {per_worker} thread"
+                    f"{'s' if per_worker != 1 else ''} each" if workers > 1 else
+                    f"{per_worker} thread{'s' if per_worker != 1 else ''}")
     console.print(f"serving {len(models)} model(s) on {where} ({threads_used}); page: {where}/, "
                   f"API: {where}/docs{'; API key required' if api_key else ''}")
     if not api_key and not is_loopback(host):

@@ -1,9 +1,9 @@
-"""Dynamic batching: concurrent requests to one model gathered into one batched call.
+"""Dynamic batching: concurrent requests to one model gathered into batched calls.
 
 A request becomes a :class:`Job`: its inputs (texts), their cost (source tokens) and a key
 naming the options its inputs must share with the others of a batch (beam size, n-best, ...).
 The batcher gathers jobs with the key of the oldest waiting one, up to ``budget`` tokens, and
-runs them as one call on the model's own worker thread, while the event loop goes on
+runs them as one call on one of the model's worker threads, while the event loop goes on
 accepting requests. It waits for more while they keep coming: it stops once none has come
 for ``max_wait`` seconds (counted from the oldest job's arrival or the end of the previous
 call, whichever is later, and from each later arrival), after ``10 * max_wait`` in all, or
@@ -13,6 +13,13 @@ milliseconds of each other, and waiting for them keeps one batch of all of them 
 two halves taking turns; a lone client never waits. Jobs whose key is None (a sampled
 generation, with its own seed and streaming callback) run alone.
 
+With several ``workers`` (threads, each computing on ``threads`` torch threads), up to that
+many calls run at once, and a call takes at most its share of the active jobs (those waiting
+and those in the other calls, divided by the workers): 32 clients on 2 workers keep two
+batches of 16 in flight. On 2 CPU cores two batches on one thread each translate more than
+one batch on two threads, whose threads wait for each other at every small operator of a
+search step (BENCHMARKS.md, "Serving").
+
 A batch that fails is run again one job at a time, so a job that fails fails alone.
 """
 
@@ -20,11 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 log = logging.getLogger("seq2seq.serve")
 
@@ -46,16 +56,25 @@ class _Waiting:
 
 
 class Batcher:
-    """Runs the jobs of one model; ``run(key, inputs)`` is called on one worker thread."""
+    """Runs the jobs of one model; ``run(key, inputs)`` is called on the worker threads, at
+    most ``workers`` calls at once, each computing on ``threads`` torch threads (None: as
+    the process does)."""
 
     def __init__(self, name: str, run: RunBatch, budget: int = 4096,
-                 max_wait: float = 0.02) -> None:
+                 max_wait: float = 0.02, workers: int = 1, threads: int | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.name = name
         self.run = run
         self.budget = budget
         self.max_wait = max_wait
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"serve-{name}")
+        self.workers = workers
+        self.threads = threads
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix=f"serve-{name}",
+                                           initializer=self._init_worker)
         self.waiting: list[_Waiting] = []
+        self.running: set[asyncio.Task[None]] = set()  # calls in progress
+        self.in_calls = 0  # jobs in those calls
         self.requests = 0  # jobs run
         self.batches = 0  # calls made
         self._ended = 0.0  # when the previous call ended (time.monotonic)
@@ -63,6 +82,10 @@ class Batcher:
         # (before the first call: unknown, so the first batch waits until arrivals pause)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def _init_worker(self) -> None:
+        if self.threads is not None:  # torch's thread count is per thread
+            torch.set_num_threads(self.threads)
 
     def start(self) -> None:
         """Start gathering (in the running event loop); a batcher serves one app at a time."""
@@ -72,13 +95,15 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
-        """Stop gathering; a call in progress finishes first."""
+        """Stop gathering; the calls in progress finish first."""
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self.running:
+            await asyncio.wait(self.running)
         self.executor.shutdown(wait=True)
 
     async def submit(self, job: Job) -> list[Any]:
@@ -95,16 +120,23 @@ class Batcher:
         assert self._wake is not None  # set by start(), before this task
         while True:
             self.waiting = [w for w in self.waiting if not w.future.done()]  # gone clients
-            if not self.waiting:
+            if not self.waiting or len(self.running) >= self.workers:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             first = self.waiting[0]
             if first.job.key is not None:
                 await self._gather(first)
-            batch = self._take(first.job.key)
+            batch = self._take(first.job.key, self._share())
             if batch:
-                await self._run(batch)
+                task = asyncio.get_running_loop().create_task(self._run(batch))
+                self.running.add(task)
+                self.in_calls += len(batch)
+
+    def _share(self) -> int:
+        """The most jobs one call takes: the active jobs divided among the workers."""
+        active = sum(not w.future.done() for w in self.waiting) + self.in_calls
+        return max(1, math.ceil(active / self.workers))
 
     async def _gather(self, first: _Waiting) -> None:
         """Wait for jobs with ``first``'s key while they keep coming (see the module)."""
@@ -123,14 +155,16 @@ class Batcher:
             except asyncio.TimeoutError:
                 return
 
-    def _take(self, key: Hashable | None) -> list[_Waiting]:
-        """The oldest waiting jobs with ``key`` that fit the budget (the first always does)."""
+    def _take(self, key: Hashable | None, most: int) -> list[_Waiting]:
+        """The oldest waiting jobs with ``key`` that fit the budget (the first always does),
+        ``most`` of them at most."""
         batch: list[_Waiting] = []
         cost = 0
         for waiting in self.waiting:
             if waiting.future.done() or waiting.job.key != key:
                 continue
-            if batch and (key is None or cost + waiting.job.cost > self.budget):
+            if batch and (key is None or cost + waiting.job.cost > self.budget
+                          or len(batch) >= most):
                 break
             batch.append(waiting)
             cost += waiting.job.cost
@@ -139,6 +173,15 @@ class Batcher:
         return [w for w in batch if not w.future.done()]
 
     async def _run(self, batch: list[_Waiting]) -> None:
+        try:
+            await self._call(batch)
+        finally:
+            self.in_calls -= len(batch)
+            self.running.discard(asyncio.current_task())
+            assert self._wake is not None  # set by start()
+            self._wake.set()  # a worker is free
+
+    async def _call(self, batch: list[_Waiting]) -> None:
         loop = asyncio.get_running_loop()
         inputs = [x for waiting in batch for x in waiting.job.inputs]
         self.batches += 1

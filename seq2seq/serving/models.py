@@ -69,9 +69,12 @@ def parse_model_specs(specs: list[str]) -> list[tuple[str, Path]]:
 
 
 def load_model(name: str, run_dir: Path, limits: Limits, device: str = "auto",
-               budget: int = 4096, max_wait: float = 0.02) -> ServedModel:
-    """Load the run with its head's inference class and wrap it in the head's service."""
+               budget: int = 4096, max_wait: float = 0.02, workers: int = 1,
+               threads: int | None = None) -> ServedModel:
+    """Load the run with its head's inference class and wrap it in the head's service, whose
+    batches ``workers`` threads compute, each on ``threads`` torch threads (see Batcher)."""
     head = head_of(run_task(run_dir), str(run_dir))
     model = head.load("inference").from_pretrained(run_dir, device=device)
     service = head.load("service")(name, model, limits)
-    return ServedModel(name, head, run_dir, model, service, Batcher(name, service.run, budget, max_wait))
+    batcher = Batcher(name, service.run, budget, max_wait, workers, threads)
+    return ServedModel(name, head, run_dir, model, service, batcher)
