@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from seq2seq import tokenizers
 from seq2seq.errors import UserError
 from seq2seq.tokenizers import (
     BOS_ID,
@@ -92,7 +93,9 @@ def test_decode_rejects_out_of_range_ids(trained):
         tok.decode([tok.vocab_size])
 
 
-def test_encode_batch_matches_encode(trained):
+@pytest.mark.parametrize("batched_from", [1, 10_000])  # sentencepiece: one C++ call, or each
+def test_encode_batch_matches_encode(trained, batched_from, monkeypatch):
+    monkeypatch.setattr(tokenizers, "BATCH_ENCODE_MIN", batched_from)
     _, tok = trained
     texts = [SAMPLE, "", *CORPUS[:20]]
     assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]
