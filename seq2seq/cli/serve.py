@@ -65,7 +65,7 @@ def serve(
     limits = Limits(max_texts=max_texts, max_chars=max_chars, max_tokens=max_tokens,
                     max_body_bytes=max_body, max_beam_size=max_beam_size,
                     max_samples=max_samples)
-    # On CPU, one batch per thread by default: on 2 cores, 32 clients got 0.60-0.87x of the
+    # On CPU, one batch per thread by default: on 2 cores, 32 clients got 0.60-0.91x of the
     # offline throughput from two batches on one thread each, whose operators never wait for
     # another thread, and 0.41-0.74x from one batch on 2 threads (BENCHMARKS.md, "Serving").
     total = threads or len(allowed_cores())
