@@ -71,14 +71,14 @@ def serve(
     total = threads or len(allowed_cores())
     on_cuda = select_device(device).type == "cuda"
     workers = workers or (1 if on_cuda else total)
-    if workers == 1:
-        per_worker = configure_threads(threads)  # 0: every core, following the machine's load
+    if workers == 1:  # one batch on every thread; with --threads 0 following the machine's load
+        per_worker, worker_threads = configure_threads(threads), None
     else:
-        per_worker = configure_threads(max(1, total // workers))
+        per_worker = worker_threads = configure_threads(max(1, total // workers))
     models = {}
     for name, run_dir in specs:
         models[name] = load_model(name, run_dir, limits, device, batch_tokens, max_wait_ms / 1000,
-                                  workers, per_worker if workers > 1 else None)
+                                  workers, worker_threads)
         console.print(f"{name}: {models[name].head.model} from {run_dir}")
     where = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     threads_used = (f"{workers} batches at once per model, {per_worker} thread"
