@@ -16,6 +16,8 @@ from seq2seq.models.functional import (
     STEP_ROWS,
     cell_step,
     cross_entropy_sum,
+    linear,
+    onednn_products,
     packed_weights,
     pad_to_row_multiple,
     sequence_loss,
@@ -98,18 +100,19 @@ def test_additive_scores_in_float32_match_the_float64_expression():
         assert torch.allclose(additive_scores(*leaves).double(), plain, atol=1e-5)
 
 
-def test_only_the_search_takes_the_fast_tanh(monkeypatch):
-    # Training keeps torch's tanh, so a trained model's bits (the demo's result) do not change.
+def test_training_and_search_take_the_fast_tanh_training_in_float32(monkeypatch):
+    # The backward pass recomputes the energies with the same tanh as the forward pass, so
+    # 1 - tanh^2 matches the values the scores were made of (gradients: the test above).
     from seq2seq.models import attention
     fast = []
-    monkeypatch.setattr(attention, "tanh_", lambda x: fast.append(x.shape) or x.tanh_())
-    query, keys = torch.randn(2, 3, 4, requires_grad=True), torch.randn(2, 5, 4)
-    v = torch.randn(4, requires_grad=True)
+    monkeypatch.setattr(attention, "tanh_", lambda x: fast.append((x.shape, x.dtype)) or x.tanh_())
+    query = torch.randn(2, 3, 4, dtype=torch.bfloat16, requires_grad=True)
+    keys, v = torch.randn(2, 5, 4, dtype=torch.bfloat16), torch.randn(4, requires_grad=True)
     additive_scores(query, keys, v).sum().backward()
-    assert fast == []
+    assert fast == [((2, 3, 5, 4), torch.float32)] * 2  # forward, and again in backward
     with torch.no_grad():
-        additive_scores(query, keys, v)
-    assert fast == [(2, 3, 5, 4)]
+        additive_scores(query.float(), keys.float(), v)
+    assert fast[2:] == [((2, 3, 5, 4), torch.float32)]
 
 
 def test_additive_attention_gradients_under_bfloat16_autocast_stay_close_to_float32():
@@ -275,6 +278,103 @@ def test_cell_step_with_packed_products_is_the_fused_cell(cell, gates_given):
         for expected, got in zip(plain, fast, strict=True):
             if expected is not None:
                 assert torch.allclose(got, expected, atol=1e-6)
+
+
+def _in_graph(tensor, name):
+    """Whether the autograd graph behind ``tensor`` holds a node called ``name``."""
+    stack, seen = [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node.name() == name:
+            return True
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return False
+
+
+def _gradients(function, *tensors):
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in tensors]
+    outputs = function(*leaves)
+    outputs = [o for o in (outputs if isinstance(outputs, tuple) else (outputs,)) if o is not None]
+    upstream = [torch.randn(o.shape, generator=torch.Generator().manual_seed(i))
+                for i, o in enumerate(outputs)]
+    torch.autograd.backward(outputs, upstream)
+    return outputs, [t.grad for t in leaves if t is not None]
+
+
+@pytest.mark.skipif(not PACKING_AVAILABLE, reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(7, 12), (3, 5, 12), (64, 12)])
+def test_linear_in_onednn_equals_f_linear_in_value_and_gradients(bias, shape):
+    torch.manual_seed(0)
+    x, weight = torch.randn(*shape), torch.randn(20, 12)
+    b = torch.randn(20) if bias else None
+    plain, plain_grads = _gradients(F.linear, x, weight, b)
+    with onednn_products():
+        fast, fast_grads = _gradients(linear, x, weight, b)
+        assert fast[0].grad_fn.name() == "_OneDnnLinearBackward"
+        with torch.no_grad():  # no gradient: the product alone, still oneDNN's
+            assert torch.allclose(linear(x, weight, b), plain[0], atol=1e-5)
+    assert fast[0].shape == plain[0].shape
+    for got, expected in zip(fast + fast_grads, plain + plain_grads, strict=True):
+        assert torch.allclose(got, expected, atol=1e-5)
+    with onednn_products(False):  # off, or anything but a contiguous float32 CPU weight
+        assert _gradients(linear, x, weight, b)[0][0].grad_fn.name() != "_OneDnnLinearBackward"
+    with onednn_products():
+        sliced = torch.randn(20, 24)[:, :12]  # oneDNN would take a slow reference kernel
+        assert linear(x, sliced, b).grad_fn is None and torch.allclose(
+            linear(x, sliced, b), F.linear(x, sliced, b))
+        assert linear(x.double(), weight.double()).dtype == torch.float64
+
+
+@pytest.mark.skipif(not PACKING_AVAILABLE, reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("gates_given", [False, True])
+def test_cell_step_in_onednn_equals_atens_cell_in_value_and_gradients(cell, gates_given):
+    torch.manual_seed(0)
+    layer = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell](12, 16)
+    weights = [p.detach() for p in (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_hh_l0)]
+    x, h = torch.randn(9, 12), torch.randn(9, 16)
+    c = torch.randn(9, 16) if cell == "lstm" else None
+    added = torch.randn(9, weights[0].size(0)) if gates_given else layer.bias_ih_l0.detach()
+
+    def step(x, h, c, w_ih, w_hh, added, b_hh):
+        return cell_step(cell, x, h, c, w_ih, w_hh, added, b_hh)
+
+    tensors = (x, h, c, weights[0], weights[1], added, weights[2])
+    plain, plain_grads = _gradients(step, *tensors)
+    with onednn_products():
+        fast, fast_grads = _gradients(step, *tensors)
+    assert _in_graph(fast[0], "_OneDnnLinearBackward")
+    assert not _in_graph(plain[0], "_OneDnnLinearBackward")
+    for got, expected in zip(fast + fast_grads, plain + plain_grads, strict=True):
+        assert torch.allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.skipif(not PACKING_AVAILABLE, reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_training_step_in_onednn_equals_atens(cell):
+    """Loss and every parameter's gradient of a translation model, both products."""
+    torch.manual_seed(0)
+    model = small_model(cell, "bahdanau", True, layers=2).train()
+    src, lengths, trg = random_batch()
+
+    def gradients():
+        model.zero_grad()
+        features, _ = model(src, lengths, trg[:, :-1])
+        loss, _, _ = sequence_loss(model, features, trg[:, 1:])
+        loss.backward()
+        return loss, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    plain_loss, plain = gradients()
+    with onednn_products():
+        fast_loss, fast = gradients()
+    assert _in_graph(fast_loss, "_OneDnnLinearBackward")
+    assert torch.allclose(fast_loss, plain_loss, rtol=1e-5)
+    for name, grad in plain.items():
+        assert torch.allclose(fast[name], grad, atol=1e-5), name
 
 
 @pytest.mark.skipif(not PACKING_AVAILABLE, reason="this torch build has no oneDNN")

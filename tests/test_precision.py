@@ -9,8 +9,14 @@ from torch import nn
 
 from seq2seq import precision
 from seq2seq.config import config_from_dict
+from seq2seq.models import functional
 from seq2seq.models.translation import TranslationModel
-from seq2seq.precision import Measurement, resolve_mixed_precision
+from seq2seq.precision import (
+    Float32Measurement,
+    Measurement,
+    resolve_float32_products,
+    resolve_mixed_precision,
+)
 
 CPU = torch.device("cpu")
 
@@ -107,13 +113,15 @@ def test_an_unwritable_or_unreadable_cache_is_no_error(tmp_path, monkeypatch):
 def test_the_cache_key_changes_with_shapes_threads_and_mode():
     products = precision.model_products(small_model(), rows=8)
     key = precision.cache_key(products, training=True, threads=2)
-    assert set(key) == {"cpu", "torch", "threads", "mode", "shapes"}
+    assert set(key) == {"cpu", "torch", "threads", "mode", "shapes", "question", "float32"}
     others = [precision.cache_key(products, training=True, threads=4),
+              precision.cache_key(products, training=True, threads=2, onednn=True),
+              precision.cache_key(products, True, 2, question="float32 products"),
               precision.cache_key(products, training=False, threads=2),
               precision.cache_key(precision.model_products(small_model(), rows=16), True, 2),
               precision.cache_key(products[:-1], training=True, threads=2)]
     paths = {precision.cache_path(k) for k in [key, *others]}
-    assert len(paths) == 5
+    assert len(paths) == 7
     assert precision.cache_key(list(reversed(products)), True, 2) == key
 
 
@@ -199,3 +207,71 @@ def test_the_real_probe_on_a_tiny_model_decides_and_writes_the_cache(tmp_path, m
     finally:
         torch.set_num_threads(threads)
     assert len(list((tmp_path / "cache").glob("precision-*.json"))) == 2
+
+
+class CountedFloat32:
+    """A stand-in float32 probe: fixed GFLOP/s for ATen's and oneDNN's products."""
+
+    def __init__(self, aten: float, onednn: float) -> None:
+        self.figures = Float32Measurement(aten, onednn, 0.3)
+        self.calls = 0
+
+    def __call__(self, products, training):
+        self.calls += 1
+        return self.figures
+
+
+@pytest.mark.skipif(not functional.PACKING_AVAILABLE, reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("onednn,chosen", [(50.0, True), (22.0, False), (24.1, False)])
+def test_float32_products_run_in_onednn_only_where_measured_faster(tmp_path, monkeypatch,
+                                                                   onednn, chosen):
+    probe = CountedFloat32(aten=22.0, onednn=onednn)
+    choice = resolve_float32_products(CPU, small_model(), training=True, rows=8, measure=probe)
+    assert choice.onednn is chosen and not choice.cached
+    assert choice.line.startswith("float32 products for training: " +
+                                  ("oneDNN's" if chosen else "ATen's"))
+    assert f"{onednn:.1f} vs 22.0 GFLOP/s" in choice.line
+    monkeypatch.setattr(precision, "_decided", {})  # a new process reads the cache file
+    again = resolve_float32_products(CPU, small_model(), training=True, rows=8, measure=probe)
+    assert (again.onednn, again.cached, probe.calls) == (chosen, True, 1)
+    [path] = (tmp_path / "cache").glob("products-*.json")
+    assert json.loads(path.read_text())["onednn_gflops"] == onednn
+    cuda = resolve_float32_products(torch.device("cuda"), small_model(), training=True,
+                                    rows=8, measure=probe)
+    assert not cuda.onednn and probe.calls == 1
+
+
+def test_auto_weighs_bfloat16_against_the_float32_products_in_force(monkeypatch):
+    seen = []
+
+    def probe(products, training):
+        seen.append(functional.onednn_products_enabled())
+        return Measurement(20.0, 40.0, 0.5)
+
+    for onednn in (False, True):
+        resolve_mixed_precision("auto", CPU, small_model(), training=True, rows=8,
+                                onednn=onednn, measure=probe)
+    assert seen == [False, functional.PACKING_AVAILABLE]  # two keys: measured for each
+
+
+@pytest.mark.skipif(not functional.PACKING_AVAILABLE, reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("onednn", [3.0, 0.5])
+def test_the_trainer_runs_its_steps_in_the_float32_products_measured_faster(
+        tmp_path, monkeypatch, onednn):
+    from rich.console import Console
+
+    from tests.test_training import reversal_config, train
+
+    monkeypatch.setattr(precision, "measure_float32_products",
+                        CountedFloat32(aten=10.0, onednn=10.0 * onednn))
+    products = []
+    real = functional._onednn_product
+    monkeypatch.setattr(functional, "_onednn_product",
+                        lambda *args: products.append(torch.is_grad_enabled()) or real(*args))
+    printed = Console(record=True, width=300, file=io.StringIO())
+    monkeypatch.setattr("tests.test_training.QUIET", printed)
+    train(reversal_config(tmp_path, max_len=4, max_steps=4, validate_every=4, log_every=2),
+          tmp_path / "run")
+    verdict = "oneDNN's" if onednn > 1 else "ATen's"
+    assert f"float32 products for training: {verdict} (oneDNN {onednn:.2f}x ATen" in printed.export_text()
+    assert bool(products) is (onednn > 1)  # the training steps' products (validation: ATen's)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import step_linear, tanh_
+from .functional import Linear, step_linear, tanh_
 
 
 class Attention(nn.Module):
@@ -49,7 +49,7 @@ class AdditiveAttention(Attention):
 
     def __init__(self, query_size: int, memory_size: int, hidden_size: int) -> None:
         super().__init__()
-        self.key_layer = nn.Linear(memory_size, hidden_size, bias=False)
+        self.key_layer = Linear(memory_size, hidden_size, bias=False)
         self.query_layer = nn.Linear(query_size, hidden_size, bias=False)
         self.energy_layer = nn.Linear(hidden_size, 1, bias=False)
 
@@ -98,19 +98,17 @@ class _AdditiveScores(torch.autograd.Function):
 
 
 def _energy(query: torch.Tensor, keys: torch.Tensor, training: bool = True) -> torch.Tensor:
-    """[B, T, K] + [B, S, K] -> tanh of every pair's sum, [B, T, S, K].
+    """[B, T, K] + [B, S, K] -> tanh of every pair's sum, [B, T, S, K], with
+    ``functional.tanh_`` (2 sigmoid(2x) - 1 in float32 on CPU: beam search 7-14 % faster,
+    a training step about 7 %; BENCHMARKS.md).
 
-    ``training`` (a backward pass follows): in at least float32, with torch's tanh.
-    Otherwise (search, scoring without gradients) in the inputs' dtype with
-    ``functional.tanh_``, 2 sigmoid(2x) - 1 in float32 on CPU: beam search 7-14 % faster.
-    Training would gain 2-3 % from it too, but every trained model's last bits, and with them
-    the shipped demo's result, would change (BENCHMARKS.md, "What the fast search buys")."""
+    ``training`` (a backward pass follows): in at least float32. Otherwise (search, scoring
+    without gradients) in the inputs' dtype."""
     dtype = torch.promote_types(query.dtype, keys.dtype)
     if training:
         dtype = torch.promote_types(dtype, torch.float32)
     # In place on the fresh sum: one [B, T, S, K] buffer instead of two.
-    summed = query.to(dtype).unsqueeze(2) + keys.to(dtype).unsqueeze(1)
-    return summed.tanh_() if training else tanh_(summed)
+    return tanh_(query.to(dtype).unsqueeze(2) + keys.to(dtype).unsqueeze(1))
 
 
 def additive_scores(query: torch.Tensor, keys: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -131,7 +129,7 @@ class MultiplicativeAttention(Attention):
         super().__init__()
         if not general and query_size != memory_size:
             raise ValueError(f"dot attention needs equal sizes, got {query_size} and {memory_size}")
-        self.key_layer = nn.Linear(memory_size, query_size, bias=False) if general else None
+        self.key_layer = Linear(memory_size, query_size, bias=False) if general else None
 
     def project_memory(self, memory: torch.Tensor) -> torch.Tensor:
         return memory if self.key_layer is None else self.key_layer(memory)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention
 from .encoder import RNN_CLASSES
-from .functional import Dropout, cell_step, dropout, step_linear
+from .functional import Dropout, Linear, cell_step, dropout, linear, step_linear
 
 
 @dataclass
@@ -117,7 +116,7 @@ class RecurrentDecoder(nn.Module):
         self.rnn = RNN_CLASSES[cell](input_size, hidden_size, num_layers=layers, batch_first=True,
                                      dropout=dropout if layers > 1 else 0.0)
         self.between_layers_dropout = dropout
-        self.combine = (nn.Linear(hidden_size + memory_size, hidden_size)
+        self.combine = (Linear(hidden_size + memory_size, hidden_size)
                         if attention is not None else None)
         self.output_dropout = Dropout(output_dropout)
         self.squash_output = squash_output
@@ -157,8 +156,8 @@ class RecurrentDecoder(nn.Module):
 
     def input_gates(self, embedded: torch.Tensor) -> torch.Tensor:
         """The embedding's share of the first layer's input gates: [..., E] -> [..., G*H]."""
-        weight = self._weight("weight_ih_l0")[:, : self.embedding_size]
-        return F.linear(embedded, weight, self._weight("bias_ih_l0"))
+        weight = self._weight("weight_ih_l0")[:, : self.embedding_size].contiguous()
+        return linear(embedded, weight, self._weight("bias_ih_l0"))
 
     def feed_weight(self) -> torch.Tensor:
         """The first layer's input weights for the fed-back vector: [G*H, H] (or [G*H, 0])."""

@@ -17,7 +17,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..tokenizers import PAD_ID
 from .encoder import RecurrentEncoder, RNNState
-from .functional import dropout, init_weights, step_linear
+from .functional import Linear, dropout, init_weights, step_linear
 
 
 @dataclass
@@ -75,7 +75,7 @@ class ConditionEncoder(nn.Module):
         if kind == "label":
             self.embedding = nn.Embedding(inputs, size)
         else:
-            self.projection = nn.Linear(inputs, size)
+            self.projection = Linear(inputs, size)
 
     def forward(self, condition: torch.Tensor) -> torch.Tensor:
         """condition: [B] label ids (long) or [B, D] features (float) -> [B, C]."""
@@ -108,9 +108,9 @@ class LanguageModel(nn.Module):
         # init mode: one learned map from c to every layer's h (and c for an LSTM).
         state_parts = 2 if enc.cell == "lstm" else 1
         self.initial_state_map = (
-            nn.Linear(lm.condition_size, enc.layers * state_parts * enc.hidden_size)
+            Linear(lm.condition_size, enc.layers * state_parts * enc.hidden_size)
             if self.condition is not None and lm.condition_mode in ("init", "both") else None)
-        self.output_layer = nn.Linear(enc.hidden_size, vocab_size)
+        self.output_layer = Linear(enc.hidden_size, vocab_size)
         init_weights(self, ("encoder.rnn",), [self.embedding])
         if config.tie_embeddings:  # config validation guarantees embedding_size == hidden_size
             self.output_layer.weight = self.embedding.weight

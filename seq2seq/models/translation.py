@@ -11,7 +11,7 @@ from ..tokenizers import PAD_ID
 from .attention import build_attention
 from .decoder import DecoderState, RecurrentDecoder, SourceMemory
 from .encoder import RecurrentEncoder
-from .functional import Dropout, init_weights, step_linear
+from .functional import Dropout, Linear, init_weights, step_linear
 
 
 class Bridge(nn.Module):
@@ -27,8 +27,8 @@ class Bridge(nn.Module):
         self.decoder_layers = decoder_layers
         self.learned = learned
         self.needs_cell = decoder_cell == "lstm"
-        self.hidden_map = nn.Linear(encoder_size, decoder_size) if learned else None
-        self.cell_map = nn.Linear(encoder_size, decoder_size) if learned and self.needs_cell else None
+        self.hidden_map = Linear(encoder_size, decoder_size) if learned else None
+        self.cell_map = Linear(encoder_size, decoder_size) if learned and self.needs_cell else None
 
     def forward(self, h: torch.Tensor, c: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -65,7 +65,7 @@ class TranslationModel(nn.Module):
                                         dec.layers, memory_size, attention, dec.input_feeding,
                                         dec.dropout, config.output_dropout,
                                         squash_output=dec.attentional_output == "tanh")
-        self.output_layer = nn.Linear(dec.hidden_size, trg_vocab_size)
+        self.output_layer = Linear(dec.hidden_size, trg_vocab_size)
         init_weights(self, ("encoder.rnn", "decoder.rnn"), [self.src_embed, self.trg_embed])
         if config.tie_embeddings:
             self.output_layer.weight = self.trg_embed.weight

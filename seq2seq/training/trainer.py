@@ -28,7 +28,13 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 
 from ..config import TrainingConfig
 from ..errors import UserError
-from ..precision import probe_rows, resolve_mixed_precision
+from ..models.functional import onednn_products
+from ..precision import (
+    ProductsChoice,
+    probe_rows,
+    resolve_float32_products,
+    resolve_mixed_precision,
+)
 from ..run_directory import RunDirectory, average_weights, save_weights
 from ..runtime import cpu_has_native_bf16, fit_threads, mixed_precision
 from .distributed import ProcessInfo, rank_seed
@@ -149,9 +155,14 @@ class Trainer:
         amp = config.amp if device.type == "cuda" else config.cpu_amp
         # ``auto`` times the model's products in each precision (once per machine and model;
         # rank 0 decides for all, so every process computes alike)
+        rows = probe_rows(config.batch_size, config.batch_tokens)
+        # whose float32 products run faster here (ATen's or oneDNN's) is measured too
+        self.products = process.broadcast(resolve_float32_products(
+            device, self.model, training=True, rows=rows)
+            if process.is_main and amp is not True else ProductsChoice(False, ""))
         self.precision = process.broadcast(resolve_mixed_precision(
-            amp, device, self.model, training=True,
-            rows=probe_rows(config.batch_size, config.batch_tokens)) if process.is_main else None)
+            amp, device, self.model, training=True, rows=rows, onednn=self.products.onednn)
+            if process.is_main else None)
         self.use_amp = self.precision.enabled
         # The module that computes the training loss: with several processes DDP wraps it
         # (it starts every rank from rank 0's weights and averages gradients in backward).
@@ -162,7 +173,9 @@ class Trainer:
                 self.loss_module, device_ids=[device.index] if device.type == "cuda" else None)
             torch.manual_seed(rank_seed(config.seed, process.rank))  # own dropout masks
         if process.is_main:
-            self.console.print(self.precision.line, markup=False, highlight=False)
+            for line in (self.products.line, self.precision.line):
+                if line:
+                    self.console.print(line, markup=False, highlight=False)
         if amp is True and device.type == "cpu" and not cpu_has_native_bf16():
             self.console.print("note: training.cpu_amp on a CPU without bfloat16 hardware "
                                "(AVX512-BF16 or AMX) is slower than float32")
@@ -316,7 +329,8 @@ class Trainer:
     def _update(self, batch: Any) -> tuple[float, int] | None:
         """One optimizer step on one batch; returns (summed NLL, predictions made), or None
         when the loss or the gradient norm is not finite and the update was skipped."""
-        with mixed_precision(self.device, self.use_amp, training=True):
+        with (mixed_precision(self.device, self.use_amp, training=True),
+              onednn_products(self.products.onednn)):
             loss, nll, count = self.loss_module(batch, self.state.step)
         # With several processes: the whole batch's NLL and count, and whether any loss is
         # not finite (then every process skips the update)
