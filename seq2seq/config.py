@@ -181,6 +181,7 @@ class TrainingConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision (float16) on CUDA
     cpu_amp: Switch = False  # mixed precision (bfloat16) on CPU; auto: where measured faster
+    onednn: Switch = "auto"  # float32 CPU products in oneDNN, not ATen's; auto: where measured faster
     num_threads: int = 0  # CPU threads (0 = the cores other processes leave free)
     seed: int = 42  # data order, initial weights, dropout: the same seed, the same run
 

@@ -319,18 +319,26 @@ def _memo(key: dict[str, Any]) -> str:
     return str(path) if path is not None else json.dumps(key, sort_keys=True)
 
 
-def resolve_float32_products(device: torch.device, model: nn.Module, *, training: bool,
-                             rows: int,
+def resolve_float32_products(setting: bool | str, device: torch.device, model: nn.Module, *,
+                             training: bool, rows: int,
                              measure: Callable[[list[Product], bool], Float32Measurement]
                              | None = None) -> ProductsChoice:
-    """Whether ``model``'s float32 products on ``device`` run in oneDNN: on a CPU with oneDNN,
-    when ``measure`` (``measure_float32_products``) finds its products at least
-    ``ONEDNN_MARGIN`` faster than ATen's on the model's shapes at ``rows`` rows. Measured
-    once per machine and shape set (cached on disk) and once per process."""
+    """Whether ``model``'s float32 products on ``device`` run in oneDNN (``setting``: true,
+    false or ``auto``). ``auto``, on a CPU with oneDNN: when ``measure``
+    (``measure_float32_products``) finds its products at least ``ONEDNN_MARGIN`` faster than
+    ATen's on the model's shapes at ``rows`` rows. Measured once per machine and shape set
+    (cached on disk) and once per process."""
     mode = "training" if training else "decoding"
     products = model_products(model, rows)
-    if device.type != "cpu" or not PACKING_AVAILABLE or not products:
-        return ProductsChoice(False, f"float32 products for {mode}: ATen's (not measured)")
+    if device.type != "cpu" or not PACKING_AVAILABLE:
+        why = device.type if device.type != "cpu" else "this torch has no oneDNN"
+        return ProductsChoice(False, f"float32 products for {mode}: ATen's ({why})")
+    if setting != "auto":
+        verdict = "oneDNN's" if setting else "ATen's"
+        return ProductsChoice(bool(setting), f"float32 products for {mode}: {verdict} "
+                              f"(training.onednn: {'true' if setting else 'false'}, not auto)")
+    if not products:
+        return ProductsChoice(False, f"float32 products for {mode}: ATen's (no matrix products)")
     key = cache_key(products, training, question="float32 products")
     memo = _memo(key)
     if memo not in _decided:

@@ -226,19 +226,23 @@ class CountedFloat32:
 def test_float32_products_run_in_onednn_only_where_measured_faster(tmp_path, monkeypatch,
                                                                    onednn, chosen):
     probe = CountedFloat32(aten=22.0, onednn=onednn)
-    choice = resolve_float32_products(CPU, small_model(), training=True, rows=8, measure=probe)
+    choice = resolve_float32_products("auto", CPU, small_model(), training=True, rows=8, measure=probe)
     assert choice.onednn is chosen and not choice.cached
     assert choice.line.startswith("float32 products for training: " +
                                   ("oneDNN's" if chosen else "ATen's"))
     assert f"{onednn:.1f} vs 22.0 GFLOP/s" in choice.line
     monkeypatch.setattr(precision, "_decided", {})  # a new process reads the cache file
-    again = resolve_float32_products(CPU, small_model(), training=True, rows=8, measure=probe)
+    again = resolve_float32_products("auto", CPU, small_model(), training=True, rows=8, measure=probe)
     assert (again.onednn, again.cached, probe.calls) == (chosen, True, 1)
     [path] = (tmp_path / "cache").glob("products-*.json")
     assert json.loads(path.read_text())["onednn_gflops"] == onednn
-    cuda = resolve_float32_products(torch.device("cuda"), small_model(), training=True,
+    cuda = resolve_float32_products("auto", torch.device("cuda"), small_model(), training=True,
                                     rows=8, measure=probe)
     assert not cuda.onednn and probe.calls == 1
+    for setting in (True, False):  # an explicit switch is kept without a probe
+        kept = resolve_float32_products(setting, CPU, small_model(), training=True, rows=8,
+                                        measure=probe)
+        assert kept.onednn is setting and "not auto" in kept.line and probe.calls == 1
 
 
 def test_auto_weighs_bfloat16_against_the_float32_products_in_force(monkeypatch):
