@@ -2,7 +2,7 @@
 """Where a float32 training step and a decoding step of the reference model spend their time.
 
     python bench/speed.py --steps 1600 --run-dir /tmp/seq2seq_bench/reference   # once
-    python bench/profile_step.py --run-dir /tmp/seq2seq_bench/reference
+    python bench/profile_step.py --run-dir /tmp/seq2seq_bench/reference [--onednn]
 
 Loads the run's tokenizers and weights, then profiles (torch.profiler, CPU) ``--steps``
 training steps after ``--warmup`` unprofiled ones, exactly as the trainer takes them (loss,
@@ -10,7 +10,8 @@ backward, clipping, Adam), and beam-5 and greedy decoding of the first ``--sente
 sentences in batches of 64. For each it prints the wall time, the time inside operators by
 kind (matrix products by shape, recurrent cell kernels, copies and indexing, everything else)
 and what is left outside any operator (Python, autograd bookkeeping, dispatch), plus the
-training batches' padding. Float32, the thread count of ``seq2seq train`` on a quiet machine.
+training batches' padding. Float32 (ATen's products, or oneDNN's with ``--onednn``), the
+thread count of ``seq2seq train`` on a quiet machine.
 Run it with nothing else running.
 """
 
@@ -35,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from seq2seq import Translator  # noqa: E402
 from seq2seq.config import load_config  # noqa: E402
 from seq2seq.data.translation import load_parallel  # noqa: E402
+from seq2seq.models.functional import onednn_products  # noqa: E402
 from seq2seq.run_directory import RunDirectory, load_weights  # noqa: E402
 from seq2seq.runtime import configure_threads  # noqa: E402
 from seq2seq.tasks.translation import TranslationTask  # noqa: E402
@@ -96,6 +98,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--sentences", type=int, default=256)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--onednn", action="store_true",
+                        help="training's float32 products in oneDNN (training.onednn: true)")
     args = parser.parse_args()
     threads = configure_threads(0)
     run = RunDirectory(args.run_dir)
@@ -113,7 +117,8 @@ def main() -> None:
         tokens = 0
         for step in range(first, first + count):
             batch = task.make_batch(batches[step], device)
-            loss, _, predictions = task.loss(batch, step)
+            with onednn_products(args.onednn):
+                loss, _, predictions = task.loss(batch, step)
             (loss / max(predictions, 1)).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.training.clip_grad_norm)
             optimizer.step()
