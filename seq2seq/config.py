@@ -198,6 +198,7 @@ class DecodingConfig:
     batch_size: int = 64  # sentences per decoding batch ...
     batch_tokens: int = 0  # ... or, if > 0, at most this many source tokens (padding included)
     amp: Switch = False  # mixed precision: bfloat16 on CPU (auto: where measured faster), float16 on CUDA
+    onednn: Switch = "auto"  # search: oneDNN products at any batch size; auto: where measured faster
 
 
 @dataclass

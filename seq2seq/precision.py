@@ -335,8 +335,9 @@ def resolve_float32_products(setting: bool | str, device: torch.device, model: n
         return ProductsChoice(False, f"float32 products for {mode}: ATen's ({why})")
     if setting != "auto":
         verdict = "oneDNN's" if setting else "ATen's"
+        option = "training.onednn" if training else "decoding.onednn"
         return ProductsChoice(bool(setting), f"float32 products for {mode}: {verdict} "
-                              f"(training.onednn: {'true' if setting else 'false'}, not auto)")
+                              f"({option}: {'true' if setting else 'false'}, not auto)")
     if not products:
         return ProductsChoice(False, f"float32 products for {mode}: ATen's (no matrix products)")
     key = cache_key(products, training, question="float32 products")

@@ -22,7 +22,12 @@ from .export.folder import is_export_dir
 from .fast_search import beam_search, greedy_search
 from .models.functional import PackedCopies, packed_weights
 from .models.translation import TranslationModel
-from .precision import PrecisionChoice, probe_rows, resolve_mixed_precision
+from .precision import (
+    PrecisionChoice,
+    probe_rows,
+    resolve_float32_products,
+    resolve_mixed_precision,
+)
 from .pretrained import load_tokenizers, open_run, weights_path
 from .run_directory import RunDirectory, load_weights
 from .runtime import fit_threads, mixed_precision, select_device
@@ -74,6 +79,23 @@ def decoding_precision(model: TranslationModel, device: torch.device,
         return PrecisionChoice(False, "float32", "precision for decoding: float32 (ONNX graph)")
     rows = probe_rows(decoding.batch_size, decoding.batch_tokens, decoding.beam_size)
     return resolve_mixed_precision(decoding.amp, device, model, training=False, rows=rows)
+
+
+# A search packs every product at any row count where oneDNN measured faster.
+ALL_ROWS = 1 << 30
+
+
+def packed_rows(model: TranslationModel, device: torch.device, decoding: DecodingConfig) -> int:
+    """Up to how many rows a search packs its narrow weights (``PackedCopies.max_rows``):
+    at every row count where ``decoding.onednn`` resolves to oneDNN (``auto``: measured on
+    the model's products at the rows of a decoding batch, once per machine), else the
+    default (0: ``PACKED_MAX_ROWS``)."""
+    if not isinstance(model, torch.nn.Module):
+        return 0
+    rows = probe_rows(decoding.batch_size, decoding.batch_tokens, decoding.beam_size)
+    choice = resolve_float32_products(decoding.onednn, device, model, training=False,
+                                      rows=rows)
+    return ALL_ROWS if choice.onednn else 0
 
 
 @dataclass
@@ -148,6 +170,7 @@ class Translator:
         decoding = self.decoding_config(beam_size=beam_size, n_best=n_best, **decoding_options)
         self.precision = decoding_precision(self.model, self.device, decoding)
         decoding = dataclasses.replace(decoding, amp=self.precision.enabled)
+        self.packed.max_rows = packed_rows(self.model, self.device, decoding)
         limit = self.config.data.max_src_length - 1
         encoded = self.src_tokenizer.encode_batch(list(sentences))
         self.truncated = sum(len(ids) > limit for ids in encoded)

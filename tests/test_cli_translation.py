@@ -154,6 +154,27 @@ def test_a_translator_packs_its_output_layer_once_and_translates_the_same(traine
         assert [h.score for h in hyps] == pytest.approx([h.score for h in expected], abs=1e-5)
 
 
+@pytest.mark.parametrize("onednn", [True, False])
+def test_a_translator_packs_every_row_count_only_where_decoding_onednn_says(trained,
+                                                                           monkeypatch, onednn):
+    from seq2seq import Translator
+    from seq2seq.models import functional
+
+    if not functional.PACKING_AVAILABLE:
+        pytest.skip("this torch build has no oneDNN")
+    sentences = [" ".join(str(1 + (i * j) % 9) for j in range(1 + i % 7)) for i in range(30)]
+    monkeypatch.setattr(functional, "PACKED_MAX_ROWS", 0)  # no narrow weight packed unless
+    translator = Translator.from_pretrained(trained, device="cpu")
+    plain = translator.translate_n_best(sentences, beam_size=3, n_best=2, onednn=False)
+    assert id(translator.model.decoder.combine.weight) not in translator.packed._copies
+    found = translator.translate_n_best(sentences, beam_size=3, n_best=2, onednn=onednn)
+    combine = id(translator.model.decoder.combine.weight) in translator.packed._copies
+    assert combine is onednn  # packed at every row count only when told (or measured) to
+    assert [[h.text for h in hyps] for hyps in found] == [[h.text for h in hyps] for hyps in plain]
+    for hyps, expected in zip(found, plain, strict=True):
+        assert [h.score for h in hyps] == pytest.approx([h.score for h in expected], abs=1e-5)
+
+
 def test_a_min_length_above_the_length_budget_is_noted(trained):
     result = run_cli("translate", trained, "--min-length", "30", "1 2", "3 4 5 6 7 8")
     assert result.exit_code == 0, result.output

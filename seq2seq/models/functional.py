@@ -164,10 +164,13 @@ class PackedCopies:
     search packs afresh (``packed_weights()``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_rows: int = 0) -> None:
         # id(weight) -> (weight, its (address, version) when packed, packed copy); holding
         # the weight keeps its id from being reused.
         self._copies: dict[int, tuple[torch.Tensor, tuple[int, int], torch.Tensor]] = {}
+        # a narrow weight is packed up to this many rows (0: PACKED_MAX_ROWS); an inference
+        # object raises it where oneDNN measured faster at its rows (``decoding.onednn``)
+        self.max_rows = max_rows
 
     def get(self, weight: torch.Tensor) -> torch.Tensor:
         stamp = (weight.data_ptr(), weight._version)
@@ -197,14 +200,15 @@ def packed_weights(copies: PackedCopies | None = None) -> Iterator[None]:
 def _packed(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
     """The packed copy of ``weight`` to multiply ``x`` [..., in] by; None where none pays:
     outside ``packed_weights()``, with a gradient to compute, off CPU, in another dtype or
-    under autocast, and for a narrow weight at more than ``PACKED_MAX_ROWS`` rows."""
+    under autocast, and for a narrow weight at more than the copies' ``max_rows`` rows."""
     copies = getattr(_scope, "copies", None)
     if (copies is None or not PACKING_AVAILABLE or torch.is_grad_enabled()
             or x.device.type != "cpu" or x.dtype != torch.float32
             or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
             or torch.onnx.is_in_onnx_export()):
         return None
-    if weight.size(0) < PACKED_MIN_OUTPUTS and x.numel() > PACKED_MAX_ROWS * x.size(-1):
+    max_rows = copies.max_rows or PACKED_MAX_ROWS
+    if weight.size(0) < PACKED_MIN_OUTPUTS and x.numel() > max_rows * x.size(-1):
         return None
     return copies.get(weight)
 
