@@ -40,7 +40,7 @@ from torch import nn
 
 from .files import atomic_write_text
 from .models.functional import PACKING_AVAILABLE, linear, onednn_products
-from .runtime import ONEDNN_CACHE_CAPACITY, cpu_bf16_hardware
+from .runtime import cpu_bf16_hardware, limit_onednn_kernels
 
 BF16_MARGIN = 0.10  # bfloat16 must do at least 10 % more GFLOP/s than float32 to be chosen
 ONEDNN_MARGIN = 0.10  # oneDNN's float32 products must be at least 10 % faster than ATen's
@@ -170,7 +170,7 @@ def _race(products: list[Product], training: bool,
     decoding keeps bfloat16 copies of the weights), and the seconds the race took."""
     started = timer()
     if training:  # the same oneDNN kernel cache as a training process (see mixed_precision)
-        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
+        limit_onednn_kernels()
     generator = torch.Generator().manual_seed(0)  # leave the global RNG (training seeds) alone
     weights = {(k, n): (torch.randn(n, k, generator=generator) / math.sqrt(k)).requires_grad_()
                for _, k, n in products}
@@ -329,7 +329,6 @@ def resolve_float32_products(setting: bool | str, device: torch.device, model: n
     ATen's on the model's shapes at ``rows`` rows. Measured once per machine and shape set
     (cached on disk) and once per process."""
     mode = "training" if training else "decoding"
-    products = model_products(model, rows)
     if device.type != "cpu" or not PACKING_AVAILABLE:
         why = device.type if device.type != "cpu" else "this torch has no oneDNN"
         return ProductsChoice(False, f"float32 products for {mode}: ATen's ({why})")
@@ -338,6 +337,7 @@ def resolve_float32_products(setting: bool | str, device: torch.device, model: n
         option = "training.onednn" if training else "decoding.onednn"
         return ProductsChoice(bool(setting), f"float32 products for {mode}: {verdict} "
                               f"({option}: {'true' if setting else 'false'}, not auto)")
+    products = model_products(model, rows)
     if not products:
         return ProductsChoice(False, f"float32 products for {mode}: ATen's (no matrix products)")
     key = cache_key(products, training, question="float32 products")

@@ -186,13 +186,19 @@ def mixed_precision(device: torch.device, enabled: bool, training: bool = False
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     if training:
-        # oneDNN runs the bfloat16 products and keeps a compiled kernel for each new matrix
-        # shape (1,024 by default); batches of ever new lengths grew a training process by
-        # 1.7 GB in 1,600 steps, and a small cache costs training no measurable speed. Search
-        # keeps the default: its shapes (rows x source length) outnumber 16, and recompiling
-        # them cost it 10-20 % of its speed for ~70 MB saved. Read once, at oneDNN's first use.
-        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
+        limit_onednn_kernels()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def limit_onednn_kernels() -> None:
+    """Keep ``ONEDNN_CACHE_CAPACITY`` compiled oneDNN kernels (unless the user set a count):
+    for a training process whose products run in oneDNN (bfloat16, or float32 with
+    ``training.onednn``). oneDNN keeps a kernel for each new matrix shape (1,024 by default);
+    batches of ever new lengths grew a bfloat16 training process by 1.7 GB in 1,600 steps, and
+    a small cache costs training no measurable speed. Search keeps the default: its shapes
+    (rows x source length) outnumber 16, and recompiling them cost it 10-20 % of its speed for
+    ~70 MB saved. Read once, at oneDNN's first use."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
 
 
 def seed_everything(seed: int) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -37,7 +36,7 @@ from ..precision import (
     resolve_mixed_precision,
 )
 from ..run_directory import RunDirectory, average_weights, save_weights
-from ..runtime import ONEDNN_CACHE_CAPACITY, cpu_has_native_bf16, fit_threads, mixed_precision
+from ..runtime import cpu_has_native_bf16, fit_threads, limit_onednn_kernels, mixed_precision
 from .distributed import ProcessInfo, rank_seed
 from .optim import LearningRateSchedule, build_optimizer
 
@@ -161,8 +160,8 @@ class Trainer:
         self.products = process.broadcast(resolve_float32_products(
             config.onednn, device, self.model, training=True, rows=rows)
             if process.is_main and amp is not True else ProductsChoice(False, ""))
-        if self.products.onednn:  # as few compiled kernels as bfloat16 keeps (mixed_precision)
-            os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
+        if self.products.onednn:
+            limit_onednn_kernels()
         self.precision = process.broadcast(resolve_mixed_precision(
             amp, device, self.model, training=True, rows=rows, onednn=self.products.onednn)
             if process.is_main else None)
