@@ -306,8 +306,8 @@ def _gradients(function, *tensors):
 
 @pytest.mark.skipif(not PACKING_AVAILABLE, reason="this torch build has no oneDNN")
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("shape", [(7, 12), (3, 5, 12), (64, 12)])
-def test_linear_in_onednn_equals_f_linear_in_value_and_gradients(bias, shape):
+@pytest.mark.parametrize("shape", [(7, 12), (3, 5, 12), (64, 12)])  # 64 rows: the weight's
+def test_linear_in_onednn_equals_f_linear_in_value_and_gradients(bias, shape):  # gradient (x.T g).T
     torch.manual_seed(0)
     x, weight = torch.randn(*shape), torch.randn(20, 12)
     b = torch.randn(20) if bias else None

@@ -243,7 +243,12 @@ def _onednn_product(x: torch.Tensor, weight: torch.Tensor,
 
 class _OneDnnLinear(torch.autograd.Function):
     """``F.linear`` with all three products in oneDNN: the output, and in the backward pass
-    grad @ W (W transposed in place, no copy) and grad.T @ x."""
+    grad @ W (W transposed in place, no copy) and the weight's gradient grad.T @ x.
+
+    oneDNN takes its left operand in row order only, so one of grad and x is copied
+    transposed for the weight's gradient: grad [N, out] itself, or x [N, in] and then the
+    product (x.T @ grad).T [out, in], whichever copies fewer elements. For the output layer
+    (1,152 rows, 512 -> 8,000) the second takes 26 ms where the first takes 48."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor,
@@ -261,7 +266,11 @@ class _OneDnnLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _onednn_product(rows, weight.t()).view(x.shape)
         if ctx.needs_input_grad[1]:
-            grad_weight = _onednn_product(rows.t(), x.reshape(-1, x.size(-1)).contiguous().t())
+            inputs = x.reshape(-1, x.size(-1)).contiguous()
+            if rows.numel() <= inputs.numel() + weight.numel():
+                grad_weight = _onednn_product(rows.t(), inputs.t())
+            else:
+                grad_weight = _onednn_product(inputs.t(), rows.t()).t().contiguous()
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = rows.sum(0)
         return grad_x, grad_weight, grad_bias
