@@ -5,8 +5,9 @@
     python bench/serve_load.py RUN_DIR --input sents.txt --clients 1,4 --requests 50 \
         --rss-requests 200 --max-seconds 30                  # a quick check
 
-First the offline figure: the same sentences translated in this process in batches (as
-``seq2seq translate`` does), with the same beam, on every core. Then the server is started
+First the offline figures: the same sentences translated in this process in batches (as
+``seq2seq translate`` does), with the same beam, on every core, after a warm-up; and the whole
+``seq2seq translate`` process on them, start-up and loading included. Then the server is started
 (``seq2seq serve``, a free loopback port) and, for each client count, every client sends one
 sentence per request, the next as soon as its answer arrives, until ``--requests`` requests
 (or ``--max-seconds``) per level: sentences/s, latency p50/p99 and the mean batch the server
@@ -27,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,6 +68,22 @@ def offline(run_dir: Path, sentences: list[str], beam: int) -> dict:
     started = time.perf_counter()
     translator.translate(sentences, beam_size=beam, batch_size=64)
     seconds = time.perf_counter() - started
+    return {"sentences": len(sentences), "seconds": round(seconds, 3),
+            "sentences_per_s": round(len(sentences) / seconds, 1)}
+
+
+def offline_process(run_dir: Path, sentences: list[str], beam: int) -> dict:
+    """Sentences/s of the whole ``seq2seq translate`` process on the same sentences (start-up
+    and model loading included): what translating a file offline takes from the shell."""
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "source.txt"
+        source.write_text("".join(s + "\n" for s in sentences), encoding="utf-8")
+        started = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "cli.py"), "translate", str(run_dir),
+                        "--input", str(source), "--output", str(Path(folder) / "output.txt"),
+                        "--beam-size", str(beam), "--batch-size", "64"], check=True,
+                       stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
     return {"sentences": len(sentences), "seconds": round(seconds, 3),
             "sentences_per_s": round(len(sentences) / seconds, 1)}
 
@@ -214,6 +232,7 @@ def main() -> None:
               "cores": len(os.sched_getaffinity(0)),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     result["offline"] = offline(args.run_dir, sentences, args.beam_size)
+    result["offline_process"] = offline_process(args.run_dir, sentences, args.beam_size)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = start_server(args.run_dir, port, args.threads, args.workers, args.max_wait_ms)
@@ -243,15 +262,19 @@ def main() -> None:
         row["vs_one_client"] = (round(row["sentences_per_s"] / one["sentences_per_s"], 2)
                                 if one and one["sentences_per_s"] else None)
         row["vs_offline"] = round(row["sentences_per_s"] / result["offline"]["sentences_per_s"], 2)
+        row["vs_offline_process"] = round(
+            row["sentences_per_s"] / result["offline_process"]["sentences_per_s"], 2)
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(f"offline: {result['offline']['sentences_per_s']} sentences/s "
-          f"({result['offline']['sentences']} sentences, beam {args.beam_size})")
-    print("clients  sentences/s  p50 ms  p99 ms  batch  x1 client  x offline  errors")
+    print(f"offline: {result['offline']['sentences_per_s']} sentences/s in one process "
+          f"(generation); the whole `seq2seq translate` process "
+          f"{result['offline_process']['sentences_per_s']} ({result['offline']['sentences']} "
+          f"sentences, beam {args.beam_size})")
+    print("clients  sentences/s  p50 ms  p99 ms  batch  x1 client  x offline  x process  errors")
     for r in result["levels"]:
         print(f"{r['clients']:>7}  {r['sentences_per_s']:>11}  {r['p50_ms']:>6}  {r['p99_ms']:>6}  "
               f"{r['mean_batch_requests']:>5}  {r['vs_one_client'] or '-':>9}  {r['vs_offline']:>9}  "
-              f"{r['errors']:>6}")
+              f"{r['vs_offline_process']:>9}  {r['errors']:>6}")
     print("server RSS (MiB) after N requests: " + ", ".join(
         f"{m['requests']}: {m['rss_mib']}" for m in result["server_rss_mib"]))
 

@@ -759,7 +759,8 @@ def test_the_load_test_runs_end_to_end_on_a_tiny_model(runs, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
-    assert result["offline"]["sentences"] == 3
+    assert result["offline"]["sentences"] == result["offline_process"]["sentences"] == 3
+    assert all(r["vs_offline_process"] > 0 for r in result["levels"])
     assert [(r["clients"], r["requests"], r["errors"]) for r in result["levels"]] == [(1, 12, 0),
                                                                                       (3, 12, 0)]
     assert result["server_rss_mib"][-1]["requests"] >= 40
