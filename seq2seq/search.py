@@ -112,7 +112,11 @@ def drawn(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
     """Sampling's choice: a draw from the distribution scaled by ``temperature`` and filtered
     by top-k and top-p (``top_k=1`` is greedy, without a draw)."""
     def pick(log_probs: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        logits = filter_logits(log_probs / temperature, top_k, top_p)
+        # Scaled from the row's best (0), so a tiny temperature gives -inf for the rest
+        # instead of -inf everywhere (NaN probabilities); below 1e-30, which already keeps
+        # only the best, a float32 temperature would round to 0 (0 / 0).
+        best = log_probs.max(dim=-1, keepdim=True).values
+        logits = filter_logits((log_probs - best) / max(temperature, 1e-30), top_k, top_p)
         if top_k == 1:
             return logits.argmax(-1)
         probs = logits.softmax(-1)

@@ -266,6 +266,19 @@ def test_sampling_with_top_k_one_is_greedy():
     assert [g.tokens for g in greedy] == [d.tokens for d in drawn]
 
 
+def test_a_tiny_temperature_samples_the_best_token():
+    """Scaled by 1e-45 every log-probability but the best overflows to -inf: the draw must
+    take the best token, not fail on NaN probabilities."""
+    model = peaked_model()
+    src, lengths = sources()
+    limits = max_output_lengths(lengths, 2.0, 3)
+    greedy = greedy_search(model, src, lengths, limits)
+    for temperature in (1e-45, 1e-300):
+        drawn = sample(model, src, lengths, limits, temperature=temperature,
+                       generator=torch.Generator().manual_seed(0))
+        assert [g.tokens for g in greedy] == [d.tokens for d in drawn]
+
+
 def test_sampling_is_reproducible_with_a_seed_and_varies_without():
     model = peaked_model()
     src, lengths = sources()
