@@ -80,8 +80,11 @@ def atomic_directory(path: Path, prefix: str = ".partial_") -> Iterator[Path]:
     """A temporary directory beside ``path`` to fill; it replaces ``path`` as a whole when the
     block ends without an exception, and is removed otherwise."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
+    except OSError as err:
+        raise UserError(f"{path}: cannot write a folder there ({err.strerror})") from None
     try:
         yield tmp
         for child in tmp.iterdir():

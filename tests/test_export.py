@@ -305,6 +305,13 @@ def test_translate_and_evaluate_an_export_as_the_run(translation_run, translatio
     assert scores[0] == scores[1]
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_that_cannot_be_written_is_named(translation_run):
+    # /proc accepts no new folders, even from root: the error names --output, not a temporary
+    assert_user_error(run_cli("export", translation_run, "--output", "/proc/seq2seq_out"),
+                      "/proc/seq2seq_out: cannot write a folder there")
+
+
 def test_export_refuses_an_existing_folder_without_overwrite(translation_run, tmp_path):
     output = tmp_path / "out"
     output.mkdir()
@@ -492,3 +499,35 @@ def test_a_conditioned_language_model_export_generates_as_the_run(tmp_path, cond
             assert all(r.exit_code == 0 for r in results), results[1].output
             assert results[1].stdout == results[0].stdout
     assert_user_error(run_cli("generate", tmp_path / "export"), "--condition")
+
+
+def test_a_served_export_answers_as_the_run_and_refuses_attention_by_field(translation_run,
+                                                                          translation_export):
+    import httpx
+
+    from seq2seq.serving.app import create_app
+    from seq2seq.serving.models import load_model
+
+    from .test_serve import LIMITS, ServerThread
+
+    models = {name: load_model(name, path, LIMITS, "cpu", budget=4096, max_wait=0.002, workers=1)
+              for name, path in [("run", translation_run), ("export", translation_export)]}
+    server = ServerThread(create_app(models, LIMITS))
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            body = {"texts": ["1 2 3", "9 8 7 6"], "beam_size": 3, "n_best": 2}
+            answers = [client.post("/v1/translate", json={**body, "model": name})
+                       for name in ("run", "export")]
+            assert [a.status_code for a in answers] == [200, 200], answers[1].text
+            texts = [[[h["text"] for h in row["n_best"]] for row in a.json()["translations"]]
+                     for a in answers]
+            assert texts[0] == texts[1]
+            listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+            assert listed["export"]["attention"] is False
+            refused = client.post("/v1/translate", json={**body, "model": "export",
+                                                         "attention": True})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["field"] == "attention"
+            assert refused.json()["error"].startswith("attention: ")
+    finally:
+        server.stop()

@@ -248,7 +248,8 @@ def test_generate_equals_the_python_api(client, runs):
     generator = Generator.from_pretrained(runs["pangram"], device="cpu")
     for options in [{"seed": 7, "temperature": 0.8, "top_p": 0.9, "max_tokens": 40},
                     {"greedy": True, "max_tokens": 25}, {"seed": 3, "top_k": 2, "num_samples": 2,
-                                                         "max_tokens": 10}]:
+                                                         "max_tokens": 10},
+                    {"seed": 1, "temperature": 1e-300, "max_tokens": 10}]:  # greedy in effect
         answer = post(client, "/v1/generate", {"prompt": "pack my", **options})
         assert answer.status_code == 200, answer.text
         expected = generator.generate("pack my", **options)
@@ -431,6 +432,9 @@ def test_oversize_bodies_unknown_routes_and_methods(client):
     assert client.get("/v1/nothing").json() == {"error": "Not Found"}
     assert client.get("/v1/translate").status_code == 405
     assert "error" in client.get("/v1/translate").json()
+    slash = client.post("/v1/translate/", json={"texts": ["1"]})  # no redirect
+    assert slash.status_code == 404 and slash.json() == {"error": "Not Found"}
+    assert client.head("/healthz").status_code == 200
 
 
 def test_json_sent_as_text_is_refused_and_top_k_past_the_labels_gives_them_all(client):
@@ -590,7 +594,8 @@ def test_api_key_guards_every_route_but_the_health_check(runs):
             for headers in [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer s3cre"},
                             {"X-API-Key": "s3cret1"}]:
                 refused = client.get("/v1/models", headers=headers)
-                assert refused.status_code == 401 and refused.json()["error"].startswith("api key:")
+                assert refused.status_code == 401 and refused.json()["error"].startswith("api_key:")
+                assert refused.json()["field"] == "api_key"
                 assert client.post("/v1/translate", json={"texts": ["1"]},
                                    headers=headers).status_code == 401
             for headers in [{"X-API-Key": "s3cret"}, {"Authorization": "Bearer s3cret"}]:
@@ -617,6 +622,8 @@ def test_serve_refuses_bad_arguments_in_one_line(runs, tmp_path):
     assert_user_error(run_cli("serve", runs["digits"], "--max-texts", "0"), "--max-texts")
     assert_user_error(run_cli("serve", runs["digits"], "--api-key", " "), "--api-key")
     assert_user_error(run_cli("serve", runs["digits"], "--workers", "-1"), "--workers")
+    for wait in ("nan", "inf", "60001"):
+        assert_user_error(run_cli("serve", runs["digits"], "--max-wait-ms", wait), "--max-wait-ms")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

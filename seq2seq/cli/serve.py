@@ -56,6 +56,9 @@ def serve(
                              ("--threads", threads, 0), ("--workers", workers, 0)]:
         if value < low:
             raise UserError(f"{name} must be >= {low}, got {value}")
+    if not max_wait_ms <= 60_000:  # also refuses nan
+        raise UserError(f"--max-wait-ms must be a number of milliseconds from 0 to 60000, "
+                        f"got {max_wait_ms}")
     if port > 65535:
         raise UserError(f"--port must be <= 65535, got {port}")
     if api_key is not None and not api_key.strip():

@@ -51,13 +51,14 @@ def create_app(models: dict[str, ServedModel], limits: Limits,
 
     # docs_url=None: FastAPI's own /docs loads its scripts from a CDN; ours works offline
     app = FastAPI(title="seq2seq serve", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None,
+                  docs_url=None, redoc_url=None, redirect_slashes=False,
                   description="Translate, classify and generate with trained seq2seq runs. "
                   "Errors are JSON: {\"error\": \"<field>: <message>\"}.")
     app.add_middleware(Gate, api_key=api_key, max_body=limits.max_body_bytes)
     _add_error_handlers(app)
 
-    @app.get("/healthz", summary="Liveness: always open, even with an API key")
+    @app.api_route("/healthz", methods=["GET", "HEAD"],
+                   summary="Liveness: always open, even with an API key")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "models": list(models)}
 
@@ -250,8 +251,9 @@ class Gate:
             if bearer[:7].lower() == b"bearer ":
                 given = bearer[7:].strip()
             if not hmac.compare_digest(given, self.key):
-                response = error_response(401, "api key: missing or wrong (send the header "
-                                          "X-API-Key: KEY or Authorization: Bearer KEY)")
+                response = error_response(401, "api_key: missing or wrong (send the header "
+                                          "X-API-Key: KEY or Authorization: Bearer KEY)",
+                                          "api_key")
                 response.headers["WWW-Authenticate"] = "Bearer"
                 await response(scope, receive, send)
                 return

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import UserError
 from ..heads import Head, head_of
 from ..pretrained import run_task
@@ -32,7 +34,10 @@ class ServedModel:
         config = model.config
         return {"name": self.name, "head": self.head.task, "endpoint": f"/v1/{self.head.command}",
                 "run_dir": str(self.run_dir), "config_name": config.name,
-                "parameters": sum(p.numel() for p in model.model.parameters()),
+                # an ONNX export's graphs are not a torch module: no count, backend "onnx"
+                "backend": "pytorch" if isinstance(model.model, torch.nn.Module) else "onnx",
+                "parameters": (sum(p.numel() for p in model.model.parameters())
+                               if isinstance(model.model, torch.nn.Module) else None),
                 "architecture": {"cell": config.model.encoder.cell,
                                  "hidden_size": config.model.encoder.hidden_size,
                                  "layers": config.model.encoder.layers},

@@ -10,6 +10,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from ..errors import UserError
+from ..models.translation import TranslationModel
 from ..translator import Translation, Translator
 from .batching import Job
 from .schemas import Limits, RequestError, TranslateRequest, check_range, check_texts
@@ -28,7 +29,8 @@ class TranslationService:
     def describe(self) -> dict[str, Any]:
         config = self.translator.config
         return {"source": config.data.src, "target": config.data.trg,
-                "attention": self.translator.model.decoder.attention is not None,
+                "attention": (isinstance(self.translator.model, TranslationModel)
+                              and self.translator.model.decoder.attention is not None),
                 "defaults": {"beam_size": config.decoding.beam_size,
                              "n_best": config.decoding.n_best,
                              "length_penalty": config.decoding.length_penalty}}
@@ -41,6 +43,9 @@ class TranslationService:
         beam = body.beam_size or self.translator.config.decoding.beam_size
         check_range(body.n_best, "n_best", 1, beam)
         check_range(body.length_penalty, "length_penalty", 0.0, 10.0)
+        if body.attention and not isinstance(self.translator.model, TranslationModel):
+            raise RequestError("attention", "this model is served from an ONNX export, which "
+                               "returns no attention; serve its run directory to get it")
         key = ("translate", *self._decoding(body.beam_size, body.n_best, body.length_penalty),
                body.attention)
         tokens = self.translator.src_tokenizer.encode_batch(body.texts)

@@ -17,7 +17,7 @@ function showError(message) {
   const box = $("error");
   box.textContent = message || "";
   box.hidden = !message;
-  if (message && /api key/i.test(message)) $("key-box").open = true;
+  if (message && /api[ _]key/i.test(message)) $("key-box").open = true;
 }
 
 async function post(path, body, signal) {
@@ -65,7 +65,8 @@ function choose() {
   for (const id of Object.values(PANELS)) $(id).hidden = true;
   if (!model) return;
   $(PANELS[model.head]).hidden = false;
-  const parts = [`${model.parameters.toLocaleString()} parameters`, `${model.architecture.cell.toUpperCase()}`];
+  const parts = [model.parameters === null ? "ONNX export" : `${model.parameters.toLocaleString()} parameters`,
+                 `${model.architecture.cell.toUpperCase()}`];
   if (model.source) parts.unshift(`${model.source} → ${model.target}`);
   if (model.labels) parts.unshift(`labels: ${model.labels.join(", ")}`);
   if (model.training && model.training.best !== null) parts.push(`best ${model.training.metric} ${Number(model.training.best).toFixed(2)}`);
@@ -113,6 +114,7 @@ function heatmap(table, attention) {
 }
 
 async function translate() {
+  $("translate-result").hidden = true;  // no earlier answer beside a new error
   const text = $("translate-text").value.replace(/\s*\n\s*/g, " ").trim();
   if (!text) { showError("texts: type a sentence to translate"); return; }
   const beam = numberOrNull("translate-beam");
@@ -137,6 +139,7 @@ async function translate() {
 
 // ---- classify -------------------------------------------------------------------------
 async function classify() {
+  $("classify-result").hidden = true;
   const text = $("classify-text").value.replace(/\s*\n\s*/g, " ").trim();
   if (!text) { showError("texts: type a text to classify"); return; }
   const body = { model: current().name, texts: [text], top_k: numberOrNull("classify-topk") || 1 };
