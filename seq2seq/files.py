@@ -9,6 +9,7 @@ give (0666 / 0777 less the process's umask), so a run can be shared with other u
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -116,3 +117,31 @@ def remove_temporaries(directory: Path, patterns: tuple[str, ...] = (".*.tmp", "
                 stale.unlink(missing_ok=True)
             removed.append(stale)
     return removed
+
+
+TEMPORARY = re.compile(r"\..*\.tmp|\.partial_.*")  # what atomic writes leave while they work
+# The files seq2seq's commands write into an output folder (``eval/``, ``report/``,
+# ``diagnose/``) at any depth: metrics, hypotheses, predictions, reports and their figures.
+OUTPUT_FILES = re.compile(r"(.*/)?(report\.(md|html)|metrics\.json|hypotheses\.txt|"
+                          r"predictions\.tsv|figures/[^/]+\.png)")
+
+
+def foreign_entries(directory: Path, top: re.Pattern[str],
+                    below: dict[str, re.Pattern[str]]) -> list[str]:
+    """The paths in ``directory`` (relative, sorted) that seq2seq did not write, so that
+    replacing the folder would delete a user's file: a top-level name ``top`` does not match,
+    or a file under a top-level folder whose path (relative to that folder) its pattern in
+    ``below`` does not match. Folders are judged by their files; temporaries always pass."""
+    foreign: list[str] = []
+    for entry in sorted(Path(directory).iterdir()):
+        if not top.fullmatch(entry.name):
+            foreign.append(entry.name)
+        elif entry.is_dir() and not entry.is_symlink() and entry.name in below:
+            for path in sorted(entry.rglob("*")):
+                relative = path.relative_to(entry).as_posix()
+                if (path.is_dir() and not path.is_symlink()) or any(
+                        TEMPORARY.fullmatch(part) for part in relative.split("/")):
+                    continue
+                if not below[entry.name].fullmatch(relative):
+                    foreign.append(f"{entry.name}/{relative}")
+    return foreign

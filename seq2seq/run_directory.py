@@ -36,10 +36,12 @@ from safetensors.torch import load_file, save_model
 from .config import Config, config_from_dict
 from .errors import UserError
 from .files import (
+    OUTPUT_FILES,
     atomic_directory,
     atomic_path,
     atomic_write_text,
     current_umask,
+    foreign_entries,
     remove_temporaries,
 )
 from .heads import head_of
@@ -63,6 +65,10 @@ RUN_ENTRIES = re.compile(
     r"sacrebleu_signature\.txt|labels\.json|conditions\.json|train\.lock|"
     r"(joint|src|trg|text)\.(json|model)|best|checkpoints|eval|report|diagnose|"
     r"\..*\.tmp|\.partial_.*)")
+# ... and inside its folders (``eval``, ``report`` and ``diagnose`` by OUTPUT_FILES)
+RUN_FOLDERS = {"best": re.compile(r"index\.json|step_\d+\.safetensors"),
+               "checkpoints": re.compile(r"step_\d+/(model\.safetensors|state\.pt|trainer\.json)"),
+               "eval": OUTPUT_FILES, "report": OUTPUT_FILES, "diagnose": OUTPUT_FILES}
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
@@ -255,10 +261,11 @@ class RunDirectory:
         return (self.path / RUN_FILE).exists() or self.checkpoints.exists()
 
     def foreign_entries(self) -> list[str]:
-        """Names in the directory that seq2seq does not write (a user's own files)."""
+        """Paths in the directory, at any depth, that seq2seq does not write (a user's own
+        files, which --overwrite must not delete)."""
         if not self.path.is_dir():
             return []
-        return sorted(p.name for p in self.path.iterdir() if not RUN_ENTRIES.fullmatch(p.name))
+        return foreign_entries(self.path, RUN_ENTRIES, RUN_FOLDERS)
 
     def check_replaceable(self) -> None:
         """--overwrite deletes this directory: it must be a seq2seq run and nothing else."""

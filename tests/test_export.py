@@ -330,6 +330,12 @@ def test_export_refuses_an_existing_folder_without_overwrite(translation_run, tm
                       "did not write", "deploy-notes.txt")
     assert (earlier / "deploy-notes.txt").exists() and (earlier / "stale.onnx").exists()
     (earlier / "deploy-notes.txt").unlink()
+    (earlier / "eval" / "test").mkdir()
+    (earlier / "eval" / "test" / "metrics.json").write_text("{}", encoding="utf-8")  # its own
+    (earlier / "eval" / "test" / "gold.tsv").write_text("mine", encoding="utf-8")
+    assert_user_error(run_cli("export", translation_run, "--output", earlier, "--overwrite"),
+                      "eval/test/gold.tsv")
+    (earlier / "eval" / "test" / "gold.tsv").unlink()
     result = run_cli("export", translation_run, "--output", earlier, "--overwrite")
     assert result.exit_code == 0, result.output
     assert not (earlier / "stale.onnx").exists() and not (earlier / "eval").exists()

@@ -93,6 +93,32 @@ def test_overwrite_refuses_a_run_holding_foreign_files(trained, tmp_path):
     assert (run / "notes.txt").is_file() and (run / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("mine", ["report/thesis.docx", "eval/train.tsv", "eval/test/notes.md",
+                                  "best/keep.safetensors", "checkpoints/step_00000012/mine.pt",
+                                  "diagnose/figures/photo.jpg"])
+def test_overwrite_refuses_a_user_file_inside_the_runs_folders(trained, tmp_path, mine):
+    run = copy_run(trained, tmp_path)
+    (run / mine).parent.mkdir(parents=True, exist_ok=True)
+    (run / mine).write_text("mine")
+    assert_user_error(run_cli("train", translation_config(tmp_path), "--run-dir", run,
+                              "--overwrite"), mine)
+    assert (run / mine).read_text() == "mine"
+
+
+def test_overwrite_replaces_what_evaluate_report_and_diagnose_wrote(trained, tmp_path):
+    run = copy_run(trained, tmp_path)
+    for command in (["evaluate", run, "--split", "test", "--report", run / "eval" / "rep"],
+                    ["report", run], ["diagnose", run]):
+        result = run_cli(*command)
+        assert result.exit_code == 0, result.output
+    for folder in ("eval", "report", "diagnose"):
+        assert any(p.is_file() for p in (run / folder).rglob("*")), folder
+    result = run_cli("train", translation_config(tmp_path), "--run-dir", run, "--overwrite",
+                     "-q", "--set", "training.max_steps=3")
+    assert result.exit_code == 0, result.output
+    assert not (run / "report").exists() and not (run / "eval").exists()
+
+
 def test_resume_and_overwrite_together_are_refused(trained, tmp_path):
     run = copy_run(trained, tmp_path)
     before = weights(run / "model.safetensors")
@@ -140,7 +166,7 @@ def test_a_run_being_trained_cannot_be_trained_again_but_can_be_read(trained, tm
     try:
         assert holder.stdout.readline().strip() == "locked"
         config = translation_config(tmp_path, max_steps=18)
-        for args in (["--resume"], ["--overwrite"]):
+        for args in (["--resume"], ["--overwrite"], []):
             error = assert_user_error(run_cli("train", config, "--run-dir", run, *args),
                                       "being trained by another process")
             assert f"pid {holder.pid}" in error

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..files import atomic_directory
+from ..files import OUTPUT_FILES, atomic_directory, foreign_entries
 from ..heads import head_of
 from ..run_directory import CONFIG_FILE, RUN_FILE, read_json
 
@@ -66,7 +66,7 @@ def check_output(output: Path, overwrite: bool) -> None:
     if any(output.iterdir()) and not is_export_dir(output):
         raise UserError(f"--output {output}: not an export folder (no {MANIFEST_FILE}); "
                         "not replacing it, choose another --output")
-    foreign = sorted(p.name for p in output.iterdir() if not EXPORT_ENTRIES.fullmatch(p.name))
+    foreign = foreign_entries(output, EXPORT_ENTRIES, {"eval": OUTPUT_FILES})
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise UserError(f"--output {output}: holds files seq2seq did not write ({shown}); "
