@@ -45,13 +45,16 @@ def configure_threads(num_threads: int = 0, processes: int = 1) -> int:
     loops) gives back the cores that other processes keep busy, and takes them again when
     they are free. A count the caller set stays; for one process ``fit_threads`` then only
     says when other processes take cores those threads need (the run gets slower) and when
-    they give them back."""
+    they give them back. Several processes never take more than their share of the cores
+    between them: a set count above it is lowered to the share (threads that outnumber the
+    cores wait for each other at every operator)."""
     global _fitter
     _fitter = None
     cores = allowed_cores()
     follow = num_threads <= 0
-    if follow:
-        num_threads = max(1, len(cores) // max(processes, 1))
+    share = max(1, len(cores) // max(processes, 1))
+    if follow or (processes > 1 and num_threads > share):
+        num_threads = share
     if processes <= 1 and len(cores) > 1 and busy_cpu_seconds(cores) is not None:
         _fitter = ThreadFitter(cores, follow=follow)
     torch.set_num_threads(num_threads)

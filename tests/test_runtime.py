@@ -110,6 +110,8 @@ def test_configure_threads_follows_the_load_only_for_the_default_and_one_process
         assert configure(0) == 2 and isinstance(runtime._fitter, ThreadFitter)
         assert configure(3) == 3 and not runtime._fitter.follow  # the user's count is kept
         assert configure(0, processes=2) == 1 and runtime._fitter is None  # ranks share cores
+        assert configure(2, processes=2) == 1  # a set count above the share is lowered
+        assert configure(1, processes=2) == 1
     finally:
         runtime._fitter = None
         torch.set_num_threads(saved)

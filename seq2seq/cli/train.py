@@ -64,7 +64,9 @@ def train(
             raise UserError("--resume without a CONFIG needs --run-dir RUN: the run to continue")
         config_path = RunDirectory(run_dir).config_path
         if not config_path.is_file():
-            raise UserError(f"{run_dir}: no training run to resume (no config.yaml)")
+            raise UserError(f"{run_dir}: no training run to resume (no config.yaml; a run "
+                            "stopped before its set-up ended has none): start it again with "
+                            f"seq2seq train CONFIG --run-dir {run_dir}")
     config = load_config(config_path, overrides)
     if not resume:  # (a run's own config.yaml lists every key, those of other heads unset)
         check_settings_used(config, str(config_path))
@@ -81,6 +83,10 @@ def train(
     with contextlib.ExitStack() as locks:  # released when the command ends, in any way
         locks.enter_context(process_group(process, torch_device))
         threads = configure_threads(config.training.num_threads, process.local_world_size)
+        if 0 < threads < config.training.num_threads:
+            console.print(f"training.num_threads {config.training.num_threads} lowered to "
+                          f"{threads}: {process.local_world_size} processes share this "
+                          "machine's cores")
         seed_everything(config.training.seed)
         console.print(f"seq2seq {__version__}: {config.task} '{config.name}' -> {run.path} "
                       f"on {torch_device} ({threads} thread{'s' if threads != 1 else ''}"
@@ -167,6 +173,7 @@ def prepare_run_directory(run: RunDirectory, resume: bool, overwrite: bool,
         from ..run_directory import RunDirectory
 
         if not overwrite:
+            run.lock().release()  # a run being trained: that error names the process
             raise UserError(f"{run.path} already holds a training run: pass --resume to "
                             "continue it or --overwrite to start again")
         run.check_replaceable()
