@@ -32,12 +32,11 @@ class ServedModel:
     def describe(self) -> dict[str, Any]:
         model = self.inference
         config = model.config
+        pytorch = isinstance(model.model, torch.nn.Module)  # else an ONNX export's graphs
         return {"name": self.name, "head": self.head.task, "endpoint": f"/v1/{self.head.command}",
                 "run_dir": str(self.run_dir), "config_name": config.name,
-                # an ONNX export's graphs are not a torch module: no count, backend "onnx"
-                "backend": "pytorch" if isinstance(model.model, torch.nn.Module) else "onnx",
-                "parameters": (sum(p.numel() for p in model.model.parameters())
-                               if isinstance(model.model, torch.nn.Module) else None),
+                "backend": "pytorch" if pytorch else "onnx",
+                "parameters": sum(p.numel() for p in model.model.parameters()) if pytorch else None,
                 "architecture": {"cell": config.model.encoder.cell,
                                  "hidden_size": config.model.encoder.hidden_size,
                                  "layers": config.model.encoder.layers},
